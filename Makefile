@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` (the main job) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml clients/node/package.json
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]' -e clients/python
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(STAMP)
+
+run: install
+	$(PY) -m rllocal.demo
+
+proto: install
+	$(PY) scripts/gen_protos.py
+
+# The committed stubs must be what the proto generates.
+proto-check: install
+	$(PY) scripts/gen_protos.py
+	git diff --exit-code -- rlproto clients/python/src/rlclient/_proto
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: install
+	$(PY) -m pytest tests/unit -q
+
+e2e: install
+	$(PY) -m pytest tests/e2e -q
+
+test: install lint proto-check
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/service_bench.py
+
+bench-proxy: install
+	$(PY) bench/proxy_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/node/node_modules

@@ -1,0 +1,1 @@
+"""Local process runner for the main job, benchmarks and end-to-end tests."""

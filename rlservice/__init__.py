@@ -1,0 +1,1 @@
+"""rlservice: one instance of the distributed rate limiter."""

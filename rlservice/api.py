@@ -1,0 +1,197 @@
+"""The gRPC servicer: messages in and out, validation and status codes; no capacity logic."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from grpc.aio import ServicerContext
+
+from rlproto import ratelimit_pb2 as pb
+from rlproto import ratelimit_pb2_grpc as pb_grpc
+
+from .capacity.pools import Pool
+from .errors import InvalidArgument, NotFound, ServiceError
+from .limiter import Limiter
+from .types import Outcome, Usage
+
+log = logging.getLogger(__name__)
+
+MAX_ID_LENGTH = 256
+MAX_TTL_MS = 24 * 3_600_000
+# Far above any real call, low enough to stop a garbage value from swamping the ledger.
+MAX_USAGE = 100_000_000
+
+T = TypeVar("T")
+Context = ServicerContext[Any, Any]
+
+
+def _pool(p: Pool) -> pb.Pool:
+    return pb.Pool(
+        total_slots=p.total_slots,
+        tokens_per_minute=p.rates[0],
+        requests_per_minute=p.rates[1],
+        tokens_per_day=p.rates[2],
+        requests_per_day=p.rates[3],
+        max_concurrent=p.max_concurrent,
+    )
+
+
+def _limits(p: Pool) -> pb.Limits:
+    return pb.Limits(
+        tokens_per_minute=p.shares[0],
+        requests_per_minute=p.shares[1],
+        tokens_per_day=p.shares[2],
+        requests_per_day=p.shares[3],
+        max_concurrent_requests=p.concurrent_share,
+    )
+
+
+def _usage(u: pb.Usage) -> Usage:
+    usage = Usage(u.request_count, u.input_tokens, u.output_tokens, u.cached_tokens)
+    for name in ("request_count", "input_tokens", "output_tokens", "cached_tokens"):
+        value = getattr(usage, name)
+        if value < 0:
+            raise InvalidArgument(f"actual.{name} is negative ({value})")
+        if value > MAX_USAGE:
+            raise InvalidArgument(f"actual.{name} = {value} is absurd (above {MAX_USAGE})")
+    return usage
+
+
+def _check_id(name: str, value: str) -> None:
+    if not value:
+        raise InvalidArgument(f"{name} is required")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(f"{name} is longer than {MAX_ID_LENGTH} characters")
+
+
+def _check_ttl(name: str, value: int, required: bool) -> None:
+    if value < 0 or (required and value == 0) or value > MAX_TTL_MS:
+        low = 1 if required else 0
+        raise InvalidArgument(f"{name} must be between {low} and {MAX_TTL_MS} ms, got {value}")
+
+
+async def _guard(context: Context, call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except ServiceError as e:
+        await context.abort(e.code, str(e))
+        raise AssertionError("abort returns only by raising") from e
+
+
+class RateLimiterServicer(pb_grpc.RateLimiterServicer):
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+        self._default_job_type = limiter.settings.default_job_type
+
+    async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
+        async def run() -> pb.AcquireResponse:
+            limiter = self._limiter
+            _check_id("job_id", request.job_id)
+            job_type = request.job_type or self._default_job_type
+            if not job_type:
+                raise InvalidArgument("job_type is required (the configuration names no default_job_type)")
+            if job_type not in limiter.job_types:
+                raise InvalidArgument(f"unknown job_type {job_type!r}; known: {', '.join(sorted(limiter.job_types))}")
+            for name in request.models:
+                if name not in limiter.models:
+                    raise InvalidArgument(f"unknown model {name!r}; known: {', '.join(limiter.model_order)}")
+            if len(set(request.models)) != len(request.models):
+                raise InvalidArgument("models lists a model twice")
+            _check_ttl("lease_ttl_ms", request.lease_ttl_ms, required=False)
+            grant = await limiter.acquire(
+                request.job_id,
+                job_type,
+                limiter.models_for(request.models),
+                request.lease_ttl_ms or limiter.settings.lease_ttl_ms,
+                context.time_remaining(),
+            )
+            return pb.AcquireResponse(
+                lease_id=grant.lease_id,
+                model_id=grant.model,
+                models_tried=grant.models_tried,
+                reserved=pb.Reservation(tokens=grant.tokens, requests=grant.requests),
+                waited_ms=grant.waited_ms,
+                lease_expires_at_ms=grant.expires_at_ms,
+                instance_id=grant.instance_id,
+            )
+
+        return await _guard(context, run)
+
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        async def run() -> pb.ReleaseResponse:
+            _check_id("lease_id", request.lease_id)
+            if request.outcome == pb.OUTCOME_UNSPECIFIED:
+                raise InvalidArgument("outcome is required: SUCCESS, FAILED_WITH_USAGE or FAILED_UNKNOWN_USAGE")
+            if request.outcome not in (pb.SUCCESS, pb.FAILED_WITH_USAGE, pb.FAILED_UNKNOWN_USAGE):
+                raise InvalidArgument(f"unknown outcome {request.outcome}")
+            usage = _usage(request.actual)
+            result = await self._limiter.release(request.lease_id, Outcome(request.outcome), usage)
+            c = result.closed
+            return pb.ReleaseResponse(
+                refunded_tokens=c.refunded_tokens,
+                refunded_requests=c.refunded_requests,
+                overage_tokens=c.overage_tokens,
+                overage_requests=c.overage_requests,
+                same_window=c.same_window,
+                cost_usd=result.cost_usd,
+            )
+
+        return await _guard(context, run)
+
+    async def ExtendLease(self, request: pb.ExtendLeaseRequest, context: Context) -> pb.ExtendLeaseResponse:
+        async def run() -> pb.ExtendLeaseResponse:
+            _check_id("lease_id", request.lease_id)
+            _check_ttl("ttl_ms", request.ttl_ms, required=True)
+            expires = await self._limiter.extend(request.lease_id, request.ttl_ms)
+            return pb.ExtendLeaseResponse(lease_expires_at_ms=expires)
+
+        return await _guard(context, run)
+
+    async def GetAllocation(self, request: pb.GetAllocationRequest, context: Context) -> pb.GetAllocationResponse:
+        async def run() -> pb.GetAllocationResponse:
+            report = self._limiter.allocation()
+            if request.instance_id and request.instance_id != report.instance_id:
+                raise NotFound(
+                    f"this is instance {report.instance_id!r}, not {request.instance_id!r}; "
+                    "ask that instance or go through rlproxy"
+                )
+            return pb.GetAllocationResponse(
+                instance_id=report.instance_id,
+                allocation=pb.Allocation(
+                    instance_count=report.instance_count,
+                    pools={m: _pool(p) for m, p in report.pools.items()},
+                    dynamic_limits={m: _limits(p) for m, p in report.pools.items()},
+                ),
+                job_types={
+                    n: pb.JobTypeState(
+                        current_ratio=t.current_ratio,
+                        initial_ratio=t.initial_ratio,
+                        flexible=t.flexible,
+                        in_flight=t.in_flight,
+                        allocated_slots=t.allocated_slots,
+                        waiting=t.waiting,
+                    )
+                    for n, t in report.job_types.items()
+                },
+                model_job_types={
+                    m: pb.ModelJobTypes(
+                        job_types={
+                            n: pb.ModelJobTypeState(
+                                allocated_slots=t.allocated_slots,
+                                in_flight=t.in_flight,
+                                window_used=t.window_used,
+                                waiting=t.waiting,
+                                overages=t.overages,
+                            )
+                            for n, t in rows.items()
+                        }
+                    )
+                    for m, rows in report.model_job_types.items()
+                },
+                memory_capacity_kb=report.memory_capacity_kb,
+                active_leases=report.active_leases,
+            )
+
+        return await _guard(context, run)

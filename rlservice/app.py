@@ -1,0 +1,149 @@
+"""Wiring: the gRPC server with health and reflection, the ledger, heartbeats, rebalancing, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
+
+from rlproto import ratelimit_pb2, ratelimit_pb2_grpc
+
+from .api import RateLimiterServicer
+from .backend.events import EventStream
+from .backend.ledger import Ledger, LedgerUnavailable
+from .config import Settings
+from .limiter import Limiter
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimiter"].full_name
+SHUTDOWN_GRACE_S = 2.0
+REGISTER_RETRY_S = 0.5
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str
+    port: int
+    settings: Settings
+    redis_url: str
+    instance_id: str | None
+    key_prefix: str
+
+
+def host_available_kb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    raise RuntimeError("MemAvailable not found in /proc/meminfo")
+
+
+def memory_capacity_kb(settings: Settings) -> int | None:
+    mem = settings.memory
+    if mem is None:
+        return None
+    if mem.capacity_kb is not None:
+        return mem.capacity_kb
+    assert mem.free_memory_ratio is not None
+    return int(host_available_kb() * mem.free_memory_ratio)
+
+
+class Instance:
+    def __init__(self, opts: Options) -> None:
+        self._opts = opts
+        self._server = grpc.aio.server()
+        self._health = health_aio.HealthServicer()
+        self._redis: Redis = Redis.from_url(opts.redis_url, socket_connect_timeout=2, health_check_interval=10)
+        self.port = self._server.add_insecure_port(f"{opts.host}:{opts.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {opts.host}:{opts.port}")
+        instance_id = opts.instance_id or f"{socket.gethostname()}-{self.port}-{secrets.token_hex(3)}"
+        ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms)
+        self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))
+        self._events = EventStream(self._redis, ledger.channel, self.limiter.on_event, self.limiter.resubscribed)
+        ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(RateLimiterServicer(self.limiter), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._server,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._health.set("", status)
+        await self._health.set(SERVICE_NAME, status)
+
+    async def start(self) -> None:
+        await self._set_serving(False)
+        await self._server.start()
+        self._tasks.append(asyncio.create_task(self._keep_registered(), name="heartbeat"))
+
+    async def _keep_registered(self) -> None:
+        """Registers (retrying while Redis is unreachable), then heartbeats; health follows Redis."""
+        settings = self._opts.settings
+        while True:
+            try:
+                await self._events.start()
+                await self.limiter.start()
+                break
+            except LedgerUnavailable as e:
+                log.warning("Redis unreachable, not serving yet: %s", e)
+                await self._events.stop()
+                await asyncio.sleep(REGISTER_RETRY_S)
+        log.info("registered as %s", self.limiter.instance_id)
+        await self._set_serving(True)
+        self._tasks.append(asyncio.create_task(self._rebalance(), name="rebalance"))
+        while True:
+            await asyncio.sleep(settings.heartbeat_interval_ms / 1000)
+            try:
+                await self.limiter.heartbeat()
+            except LedgerUnavailable as e:
+                log.warning("heartbeat failed, not serving: %s", e)
+                await self._set_serving(False)
+            else:
+                await self._set_serving(True)
+
+    async def _rebalance(self) -> None:
+        interval = self._opts.settings.ratio_adjustment.adjustment_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.limiter.rebalance()
+
+    async def stop(self) -> None:
+        """Stops accepting, lets calls finish briefly, then leaves the ledger so others re-divide."""
+        await self._set_serving(False)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.stop(SHUTDOWN_GRACE_S)
+        await self._events.stop()
+        await self.limiter.close()
+        await self._redis.aclose()
+
+
+async def serve(opts: Options) -> None:
+    instance = Instance(opts)
+    await instance.start()
+    print(f"listening on {opts.host}:{instance.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await instance.stop()

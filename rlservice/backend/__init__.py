@@ -1,0 +1,1 @@
+"""The Redis ledger: Lua scripts and the thin async client that calls them."""

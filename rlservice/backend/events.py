@@ -1,0 +1,68 @@
+"""Follows the ledger's event channel: every instance applies what the others changed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 0.5
+
+
+class EventStream:
+    def __init__(
+        self,
+        redis: Redis,
+        channel: str,
+        on_event: Callable[[dict[str, Any]], None],
+        on_resubscribed: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._on_event = on_event
+        self._on_resubscribed = on_resubscribed
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Subscribes before returning, so that nothing published after this is missed."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._channel)
+        self._task = asyncio.create_task(self._follow(pubsub), name="ledger-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _follow(self, pubsub: Any) -> None:
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._deliver(message["data"])
+            except (RedisError, OSError) as e:
+                log.warning("event channel lost (%s); resubscribing", e)
+            await pubsub.aclose()
+            await asyncio.sleep(RETRY_S)
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                # Whatever was published while away is lost: read the whole state again.
+                await self._on_resubscribed()
+            except (RedisError, OSError) as e:
+                log.warning("cannot resubscribe yet: %s", e)
+
+    def _deliver(self, data: bytes | str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            log.error("ignoring a malformed event: %r", data[:200])
+            return
+        self._on_event(event)

@@ -1,0 +1,16 @@
+-- ARGV: lease_id. Closes the lease with unknown usage if its expiry has passed.
+-- Replies {'expired', seq, now, state_of_owner, closed_json} | {'extended', expires_at}
+--       | {'closed', closed_json} | {'unknown'}
+local id = ARGV[1]
+local now = now_ms()
+local raw = redis.call('GET', lkey(id))
+if not raw then return {'unknown'} end
+local rec = cjson.decode(raw)
+if rec.closed then return {'closed', raw} end
+if rec.x > now then return {'extended', rec.x} end
+local closed = close_lease(id, rec, 3, 0, 0, 0, 0, now, true)
+local seq = bump()
+local lim = limits_of(rec.m) or {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
+local st = model_state(rec.m, lim, rec.i, now)
+publish({q = seq, k = 'release', s = {[rec.m] = st}, c = {closed}})
+return {'expired', seq, now, st, cjson.encode(closed)}

@@ -1,0 +1,1 @@
+"""Pure local capacity logic: no I/O, unit-testable without Redis."""

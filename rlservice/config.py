@@ -1,0 +1,206 @@
+"""Validated settings: the YAML schema of SPEC §4, loaded once at start-up."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pricing(_Strict):
+    """USD per million tokens."""
+
+    input: NonNegativeFloat = 0.0
+    cached: NonNegativeFloat = 0.0
+    output: NonNegativeFloat = 0.0
+
+    def cost_usd(self, input_tokens: int, cached_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + cached_tokens * self.cached + output_tokens * self.output) / 1e6
+
+
+class ModelConfig(_Strict):
+    tokens_per_minute: PositiveInt | None = None
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_day: PositiveInt | None = None
+    requests_per_day: PositiveInt | None = None
+    max_concurrent_requests: PositiveInt | None = None
+    pricing: Pricing = Pricing()
+
+    @model_validator(mode="after")
+    def _at_least_one_limit(self) -> Self:
+        if not any(
+            (
+                self.tokens_per_minute,
+                self.requests_per_minute,
+                self.tokens_per_day,
+                self.requests_per_day,
+                self.max_concurrent_requests,
+            )
+        ):
+            raise ValueError(
+                "a model needs at least one limit: tokens_per_minute, requests_per_minute, "
+                "tokens_per_day, requests_per_day or max_concurrent_requests"
+            )
+        return self
+
+
+class RatioConfig(_Strict):
+    initial: Fraction | None = None
+    flexible: bool = True
+
+
+class JobTypeConfig(_Strict):
+    estimated_tokens: NonNegativeInt
+    estimated_requests: NonNegativeInt = 1
+    estimated_memory_kb: PositiveInt | None = None
+    ratio: RatioConfig = RatioConfig()
+    max_wait_ms: dict[str, NonNegativeInt] = Field(default_factory=dict)
+
+
+class RatioAdjustment(_Strict):
+    high_load_threshold: NonNegativeFloat = 0.7
+    low_load_threshold: NonNegativeFloat = 0.3
+    max_adjustment: Fraction = 0.2
+    min_ratio: Fraction = 0.01
+    adjustment_interval_ms: PositiveInt = 5000
+    releases_per_adjustment: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Self:
+        if self.low_load_threshold > self.high_load_threshold:
+            raise ValueError("low_load_threshold must not exceed high_load_threshold")
+        return self
+
+
+class MemoryConfig(_Strict):
+    capacity_kb: NonNegativeInt | None = None
+    free_memory_ratio: Fraction | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.capacity_kb is None) == (self.free_memory_ratio is None):
+            raise ValueError("memory needs exactly one of capacity_kb or free_memory_ratio")
+        return self
+
+
+class Settings(_Strict):
+    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+    escalation_order: list[str] | None = None
+    job_types: Annotated[dict[str, JobTypeConfig], Field(min_length=1)]
+    default_job_type: str | None = None
+    ratio_adjustment: RatioAdjustment = RatioAdjustment()
+    min_job_type_capacity: NonNegativeInt = 1
+    memory: MemoryConfig | None = None
+    lease_ttl_ms: PositiveInt = 300_000
+    heartbeat_interval_ms: PositiveInt = 5000
+    stale_after_ms: PositiveInt = 15_000
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Self:
+        if self.escalation_order is not None:
+            for i, name in enumerate(self.escalation_order):
+                if name not in self.models:
+                    raise ValueError(f"escalation_order[{i}]: unknown model {name!r}")
+            if len(set(self.escalation_order)) != len(self.escalation_order):
+                raise ValueError("escalation_order: a model is listed twice")
+        if self.default_job_type is not None and self.default_job_type not in self.job_types:
+            raise ValueError(f"default_job_type: unknown job type {self.default_job_type!r}")
+        for jt_name, jt in self.job_types.items():
+            for model in jt.max_wait_ms:
+                if model not in self.models:
+                    raise ValueError(f"job_types.{jt_name}.max_wait_ms: unknown model {model!r}")
+        if self.stale_after_ms <= self.heartbeat_interval_ms:
+            raise ValueError("stale_after_ms must be longer than heartbeat_interval_ms")
+        given = sum(jt.ratio.initial or 0.0 for jt in self.job_types.values())
+        if given > 1 + 1e-9:
+            raise ValueError(f"job_types.*.ratio.initial: the given ratios sum to {given:.4g}, above 1")
+        for name, ratio in self.initial_ratios().items():
+            if ratio <= 0:
+                raise ValueError(f"job_types.{name}.ratio.initial: ends up 0 (the other types take the whole pool)")
+        return self
+
+    def initial_ratios(self) -> dict[str, float]:
+        """Given ratios; types without one share the rest equally.
+
+        When every type has a ratio and they sum below 1, the rest goes to the flexible types in
+        proportion to their ratios (all types when none is flexible), so no capacity is stranded.
+        """
+        given = {n: jt.ratio.initial for n, jt in self.job_types.items() if jt.ratio.initial is not None}
+        rest = max(0.0, 1.0 - sum(given.values()))
+        unset = [n for n in self.job_types if n not in given]
+        ratios = {n: float(r) for n, r in given.items()}
+        if unset:
+            for n in unset:
+                ratios[n] = rest / len(unset)
+            return ratios
+        receivers = [n for n, jt in self.job_types.items() if jt.ratio.flexible] or list(self.job_types)
+        weight = sum(ratios[n] for n in receivers)
+        for n in receivers:
+            ratios[n] += rest * ratios[n] / weight
+        return ratios
+
+    def model_order(self) -> list[str]:
+        return list(self.escalation_order) if self.escalation_order else list(self.models)
+
+    def average_estimates(self) -> tuple[float, float]:
+        """Exact averages of estimated tokens and requests over all job types (SPEC §5)."""
+        n = len(self.job_types)
+        tokens = math.fsum(jt.estimated_tokens for jt in self.job_types.values()) / n
+        requests = math.fsum(jt.estimated_requests for jt in self.job_types.values()) / n
+        return tokens, requests
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def parse_settings(data: object, source: str) -> Settings:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_describe(e)}") from None
+
+
+def load_settings(path: Path) -> Settings:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_settings(data, str(path))
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown preset {name!r}; known presets: {known}")
+    return path

@@ -1,0 +1,95 @@
+"""Plain data shared by every layer: limits, estimates, usage and the ledger's view of a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+# Rate dimensions in the order the ledger reports them.
+RATE_DIMS = ("tokens_per_minute", "requests_per_minute", "tokens_per_day", "requests_per_day")
+TOKEN_DIMS = (0, 2)
+MINUTE_DIMS = (0, 1)
+
+
+class Outcome(IntEnum):
+    SUCCESS = 1
+    FAILED_WITH_USAGE = 2
+    FAILED_UNKNOWN_USAGE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLimits:
+    """Rate limits in RATE_DIMS order (None = not limited) and the concurrency limit."""
+
+    rates: tuple[int | None, int | None, int | None, int | None]
+    max_concurrent: int | None
+
+    @property
+    def tracks_minute(self) -> bool:
+        return self.rates[0] is not None or self.rates[1] is not None
+
+    @property
+    def tracks_day(self) -> bool:
+        return self.rates[2] is not None or self.rates[3] is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    tokens: int
+    requests: int
+
+    def per_dim(self) -> tuple[int, int, int, int]:
+        return (self.tokens, self.requests, self.tokens, self.requests)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    request_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cached_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A model's ledger state as seen by one instance, at Redis time now_ms.
+
+    total, retired (committed by instances that left) and own are in RATE_DIMS order for the
+    current minute and day windows.
+    """
+
+    seq: int
+    now_ms: int
+    minute_window: int
+    day_window: int
+    instances: int
+    total: tuple[int, int, int, int]
+    retired: tuple[int, int, int, int]
+    own: tuple[int, int, int, int]
+    inflight_total: int
+    own_inflight: int
+
+    @classmethod
+    def from_reply(cls, seq: int, now_ms: int, state: list[int]) -> Snapshot:
+        s = [int(v) for v in state]
+        return cls(
+            seq=seq,
+            now_ms=now_ms,
+            minute_window=s[0],
+            day_window=s[1],
+            instances=s[2],
+            total=(s[3], s[4], s[9], s[10]),
+            retired=(s[5], s[6], s[11], s[12]),
+            own=(s[7], s[8], s[13], s[14]),
+            inflight_total=s[15],
+            own_inflight=s[16],
+        )
+
+    @classmethod
+    def empty(cls, limits_known_at: int = 0) -> Snapshot:
+        zero = (0, 0, 0, 0)
+        return cls(0, limits_known_at, 0, 0, 1, zero, zero, zero, 0, 0)

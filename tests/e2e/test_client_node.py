@@ -1,0 +1,59 @@
+"""The Node.js client's own suite (clients/node, ``npm test``) against a real rlservice instance."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .harness import Harness
+
+NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
+# The suite's test count; fewer passing tests means some were skipped or lost.
+NODE_TESTS = 9
+
+
+def npm() -> str:
+    path = shutil.which("npm")
+    assert path, "npm is not on PATH: the Node.js client needs Node.js 20 or later"
+    if not (NODE_DIR / "node_modules").is_dir():
+        subprocess.run([path, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
+    return path
+
+
+def npm_test(env: dict[str, str]) -> tuple[int, str]:
+    # TAP, whatever the terminal: its summary lines are what the assertions read.
+    proc = subprocess.run(
+        [npm(), "test", "--", "--test-reporter=tap"],
+        cwd=NODE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def summary(output: str, key: str) -> int:
+    found = re.search(rf"^# {key} (\d+)$", output, re.MULTILINE)
+    assert found, f"no '# {key}' line in the npm test output:\n{output}"
+    return int(found.group(1))
+
+
+def test_node_client_suite_passes_against_an_instance(harness: Harness) -> None:
+    instance = harness.boot_instance(0, "default")
+    env = {**os.environ, "RL_TARGET": instance.address, "RL_JOB_TYPE": "summary"}
+    code, output = npm_test(env)
+    assert code == 0, output
+    assert summary(output, "pass") == NODE_TESTS, output
+    assert summary(output, "fail") == 0, output
+
+
+def test_node_client_suite_fails_without_a_target() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RL_TARGET"}
+    code, output = npm_test(env)
+    assert code != 0, output
+    assert "RL_TARGET is not set" in output
+    assert summary(output, "fail") == 1
