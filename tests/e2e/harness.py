@@ -122,6 +122,14 @@ class Harness:
     def redis(self) -> redis.Redis:
         return self.redis_server.client()
 
+    async def within_one_window(self, seconds: float = 8.0) -> None:
+        """Waits, if need be, for a minute window with `seconds` left in it (on Redis time), so that a
+        test counting one window's capacity is not split by a boundary."""
+        secs, micros = self.redis().time()
+        left = 60 - (secs % 60) - micros / 1e6
+        if left < seconds:
+            await asyncio.sleep(left + 0.05)
+
     # ----- processes -------------------------------------------------------------------------
 
     def _spawn(self, kind: str, args: list[str]) -> Process:
