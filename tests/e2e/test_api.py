@@ -171,7 +171,7 @@ async def test_redis_down_means_unavailable_and_not_serving(harness: Harness, tm
         async def not_serving() -> bool:
             async with grpc.aio.insecure_channel(proc.address) as channel:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-                return reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
 
         await eventually(not_serving, timeout=20, what="NOT_SERVING while Redis is down")
     finally:
