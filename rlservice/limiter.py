@@ -459,6 +459,8 @@ class Limiter:
             self._apply(model, reply.snapshot, own=True)
             res = self._reserve(model, jt) if not len(queue) else None
         waiter: Waiter[Reservation] | None = None
+        # Whether the waiter's current reservation has been taken over by this coroutine.
+        taken = False
         try:
             while True:
                 if res is not None:
@@ -470,6 +472,7 @@ class Limiter:
                     waiter = queue.join()
                 else:
                     waiter.rearm()
+                taken = False
                 timeout = until - loop.time()
                 if timeout <= 0:
                     return None
@@ -477,11 +480,12 @@ class Limiter:
                     res = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
                 except TimeoutError:
                     return None
+                taken = True
         finally:
             if waiter is not None:
                 queue.leave(waiter)
-                if waiter.woken and res is None and not waiter.future.cancelled():
-                    # Woken with a reservation it could not use any more (timed out or cancelled).
+                if waiter.woken and not taken and not waiter.future.cancelled():
+                    # Woken with a reservation it can no longer use (timed out or cancelled).
                     self._unreserve(model, jt, waiter.future.result())
                 self._pump(model)
 

@@ -1,0 +1,318 @@
+// @ts-check
+/**
+ * Client for rlservice: ask for LLM capacity before a provider call (acquire), report what the
+ * call really used afterwards (release).
+ * @module rlclient
+ */
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+
+/** The proto in this repository, found relative to this file rather than the working directory. */
+export const DEFAULT_PROTO_PATH = fileURLToPath(
+  new URL('../../protos/ratelimit/v1/ratelimit.proto', import.meta.url),
+);
+
+/** gRPC status codes, as carried by {@link RateLimitError#code}. */
+export const Status = grpc.status;
+
+/** How the provider call that a lease covered ended. */
+export const Outcome = Object.freeze({
+  SUCCESS: 'SUCCESS',
+  FAILED_WITH_USAGE: 'FAILED_WITH_USAGE',
+  FAILED_UNKNOWN_USAGE: 'FAILED_UNKNOWN_USAGE',
+});
+
+/**
+ * @typedef {'SUCCESS' | 'FAILED_WITH_USAGE' | 'FAILED_UNKNOWN_USAGE'} OutcomeName
+ *
+ * @typedef {object} Usage What the provider reported for the call.
+ * @property {number} [inputTokens]
+ * @property {number} [outputTokens]
+ * @property {number} [cachedTokens]
+ * @property {number} [requestCount] Defaults to 1.
+ *
+ * @typedef {object} Lease A granted Acquire.
+ * @property {string} leaseId
+ * @property {string} modelId The model to call.
+ * @property {string[]} modelsTried In order, the granted one last.
+ * @property {{tokens: number, requests: number}} reserved The job type's estimate, held until release.
+ * @property {number} waitedMs
+ * @property {number} expiresAtMs Epoch milliseconds.
+ * @property {string} instanceId
+ * @property {string} jobType
+ * @property {string} jobId
+ *
+ * @typedef {object} ReleaseResult
+ * @property {number} refundedTokens
+ * @property {number} refundedRequests
+ * @property {number} overageTokens
+ * @property {number} overageRequests
+ * @property {boolean} sameWindow Refunds apply only when released in the windows acquired in.
+ * @property {number} costUsd
+ *
+ * @typedef {object} AcquireOptions
+ * @property {string[]} [models] Escalation order; omitted: the service's configured order.
+ * @property {string} [jobId] Idempotency key; a random UUID when omitted.
+ * @property {number} [timeoutMs] Caps the whole wait, retries included.
+ * @property {number} [leaseTtlMs] Lease lifetime; omitted: the service's default.
+ *
+ * @typedef {object} RetryPolicy Backoff for the calls that are safe to repeat.
+ * @property {number} maxAttempts Counts the first call too.
+ * @property {number} initialBackoffMs
+ * @property {number} maxBackoffMs
+ * @property {number} multiplier
+ *
+ * @typedef {object} ClientOptions
+ * @property {string} [protoPath] Where ratelimit.proto lives; needed when this package is used
+ *   outside the repository.
+ * @property {grpc.ChannelCredentials} [credentials] Defaults to plaintext.
+ * @property {Partial<RetryPolicy>} [retry]
+ * @property {number} [rpcTimeoutMs] Bounds Release, ExtendLease and GetAllocation. Default 10 000.
+ * @property {grpc.ChannelOptions} [channelOptions]
+ *
+ * @typedef {object} LeaseOutcome What a withLease callback resolves to.
+ * @property {Usage} [usage] Omitted: the usage is unknown and the estimate stays committed.
+ * @property {OutcomeName} [outcome] Defaults to SUCCESS when usage is given.
+ * @property {unknown} [value] Handed back by withLease.
+ */
+
+/** @type {RetryPolicy} */
+const DEFAULT_RETRY = { maxAttempts: 5, initialBackoffMs: 100, maxBackoffMs: 2000, multiplier: 2 };
+
+/** A call to the rate limiter failed; `code` is the gRPC status, `details` its message. */
+export class RateLimitError extends Error {
+  /**
+   * @param {number} code
+   * @param {string} details
+   */
+  constructor(code, details) {
+    super(`${grpc.status[code] ?? code}: ${details}`);
+    this.name = 'RateLimitError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** @type {Map<string, grpc.GrpcObject>} */
+const loaded = new Map();
+
+/** @param {string} protoPath */
+function loadPackage(protoPath) {
+  let pkg = loaded.get(protoPath);
+  if (!pkg) {
+    const definition = protoLoader.loadSync(protoPath, {
+      keepCase: false,
+      // Token counts stay far below 2^53, and plain numbers are what callers compute with.
+      longs: Number,
+      enums: String,
+      defaults: true,
+    });
+    pkg = grpc.loadPackageDefinition(definition);
+    loaded.set(protoPath, pkg);
+  }
+  return pkg;
+}
+
+/**
+ * @param {unknown} err
+ * @returns {unknown}
+ */
+function toRateLimitError(err) {
+  if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'number') {
+    const details = 'details' in err && typeof err.details === 'string' ? err.details : String(err);
+    return new RateLimitError(err.code, details);
+  }
+  return err;
+}
+
+/** @param {number} ms */
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** @param {Usage | undefined} usage */
+function usageMessage(usage) {
+  return {
+    requestCount: usage?.requestCount ?? 1,
+    inputTokens: usage?.inputTokens ?? 0,
+    outputTokens: usage?.outputTokens ?? 0,
+    cachedTokens: usage?.cachedTokens ?? 0,
+  };
+}
+
+export class RateLimitClient {
+  /**
+   * @param {string} address host:port of an rlservice instance or rlproxy.
+   * @param {ClientOptions} [options]
+   */
+  constructor(address, options = {}) {
+    const pkg = /** @type {any} */ (loadPackage(options.protoPath ?? DEFAULT_PROTO_PATH));
+    /** @type {grpc.Client & Record<string, Function>} */
+    this.stub = new pkg.ratelimit.v1.RateLimiter(
+      address,
+      options.credentials ?? grpc.credentials.createInsecure(),
+      options.channelOptions,
+    );
+    /** @type {RetryPolicy} */
+    this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.rpcTimeoutMs = options.rpcTimeoutMs ?? 10_000;
+  }
+
+  close() {
+    this.stub.close();
+  }
+
+  /**
+   * Waits for capacity and returns the lease. UNAVAILABLE is retried with the same job id, which
+   * the service answers with the same lease.
+   * @param {string} jobType
+   * @param {AcquireOptions} [options]
+   * @returns {Promise<Lease>}
+   */
+  async acquire(jobType, options = {}) {
+    const jobId = options.jobId ?? randomUUID();
+    const request = {
+      jobId,
+      jobType,
+      models: options.models ?? [],
+      leaseTtlMs: options.leaseTtlMs ?? 0,
+    };
+    const res = await this.#call('Acquire', request, options.timeoutMs, this.retry);
+    return {
+      leaseId: res.leaseId,
+      modelId: res.modelId,
+      modelsTried: res.modelsTried,
+      reserved: { tokens: res.reserved?.tokens ?? 0, requests: res.reserved?.requests ?? 0 },
+      waitedMs: res.waitedMs,
+      expiresAtMs: res.leaseExpiresAtMs,
+      instanceId: res.instanceId,
+      jobType,
+      jobId,
+    };
+  }
+
+  /**
+   * Reports how the call went. Releasing twice returns the first answer; UNAVAILABLE is retried.
+   * @param {string} leaseId
+   * @param {{outcome?: OutcomeName, usage?: Usage}} [options] The outcome defaults to SUCCESS
+   *   with usage, FAILED_UNKNOWN_USAGE without.
+   * @returns {Promise<ReleaseResult>}
+   */
+  async release(leaseId, options = {}) {
+    const outcome = options.outcome ?? (options.usage ? Outcome.SUCCESS : Outcome.FAILED_UNKNOWN_USAGE);
+    if (outcome !== Outcome.FAILED_UNKNOWN_USAGE && !options.usage) {
+      throw new TypeError(`${outcome} needs the usage the provider reported`);
+    }
+    const request = {
+      leaseId,
+      outcome,
+      actual: outcome === Outcome.FAILED_UNKNOWN_USAGE ? undefined : usageMessage(options.usage),
+    };
+    const res = await this.#call('Release', request, this.rpcTimeoutMs, this.retry);
+    return {
+      refundedTokens: res.refundedTokens,
+      refundedRequests: res.refundedRequests,
+      overageTokens: res.overageTokens,
+      overageRequests: res.overageRequests,
+      sameWindow: res.sameWindow,
+      costUsd: res.costUsd,
+    };
+  }
+
+  /**
+   * Pushes a lease's expiry to `ttlMs` from now, for long jobs.
+   * @param {string} leaseId
+   * @param {number} ttlMs
+   * @returns {Promise<number>} The new expiry, epoch milliseconds.
+   */
+  async extendLease(leaseId, ttlMs) {
+    const res = await this.#call('ExtendLease', { leaseId, ttlMs }, this.rpcTimeoutMs);
+    return res.leaseExpiresAtMs;
+  }
+
+  /**
+   * The pools and job-type state of one instance, as the proto's GetAllocationResponse in camelCase.
+   * @param {string} [instanceId] Through rlproxy: the instance to ask; omitted: any.
+   * @returns {Promise<any>}
+   */
+  getAllocation(instanceId = '') {
+    return this.#call('GetAllocation', { instanceId }, this.rpcTimeoutMs);
+  }
+
+  /**
+   * Acquires, runs `fn` with the lease, and releases with what `fn` resolves to:
+   * `{usage}` → SUCCESS with it; nothing → FAILED_UNKNOWN_USAGE. When `fn` throws, the lease is
+   * released as FAILED_WITH_USAGE if the error carries a `usage` property, else
+   * FAILED_UNKNOWN_USAGE, and the error is rethrown.
+   * @param {string} jobType
+   * @param {AcquireOptions} options
+   * @param {(lease: Lease) => Promise<LeaseOutcome | void>} fn
+   * @returns {Promise<{value: unknown, lease: Lease, released: ReleaseResult}>}
+   */
+  async withLease(jobType, options, fn) {
+    const lease = await this.acquire(jobType, options);
+    /** @type {LeaseOutcome | void} */
+    let ended;
+    try {
+      ended = await fn(lease);
+    } catch (err) {
+      const usage = err && typeof err === 'object' && 'usage' in err ? /** @type {Usage} */ (err.usage) : undefined;
+      const outcome = usage ? Outcome.FAILED_WITH_USAGE : Outcome.FAILED_UNKNOWN_USAGE;
+      try {
+        await this.release(lease.leaseId, { outcome, usage });
+      } catch (releaseErr) {
+        // The callback's error is the one the caller needs; the lease lapses at its TTL anyway.
+        process.emitWarning(`could not release lease ${lease.leaseId} after the callback failed: ${releaseErr}`);
+      }
+      throw err;
+    }
+    const released = await this.release(lease.leaseId, { outcome: ended?.outcome, usage: ended?.usage });
+    return { value: ended?.value, lease, released };
+  }
+
+  /**
+   * @param {string} method
+   * @param {object} request
+   * @param {number | undefined} timeoutMs
+   * @param {RetryPolicy} [retry] Only for calls the service answers the same when repeated.
+   * @returns {Promise<any>}
+   */
+  async #call(method, request, timeoutMs, retry) {
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#unary(method, request, deadline);
+      } catch (err) {
+        const error = toRateLimitError(err);
+        if (!retry || !(error instanceof RateLimitError) || error.code !== Status.UNAVAILABLE
+            || attempt >= retry.maxAttempts) {
+          throw error;
+        }
+        const ceiling = Math.min(retry.maxBackoffMs, retry.initialBackoffMs * retry.multiplier ** (attempt - 1));
+        // At least half the ceiling, so no retry comes straight back; the random rest spreads out
+        // clients that failed together.
+        const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+        if (deadline !== undefined && Date.now() + delay >= deadline) {
+          throw error;
+        }
+        await sleep(delay);
+      }
+    }
+  }
+
+  /**
+   * @param {string} method
+   * @param {object} request
+   * @param {number | undefined} deadline
+   * @returns {Promise<any>}
+   */
+  #unary(method, request, deadline) {
+    return new Promise((resolve, reject) => {
+      /** @type {grpc.CallOptions} */
+      const callOptions = deadline === undefined ? {} : { deadline };
+      this.stub[method](request, new grpc.Metadata(), callOptions, (/** @type {any} */ err, /** @type {any} */ res) =>
+        err ? reject(err) : resolve(res),
+      );
+    });
+  }
+}

@@ -1,0 +1,46 @@
+"""Client for ``rlservice``: ask for LLM capacity before a provider call, report the real usage after.
+
+Blocking::
+
+    with RateLimitClient("localhost:50051") as client:
+        with client.acquire("summary", timeout=30) as lease:
+            reply = call_provider(lease.model_id)
+            lease.usage(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+
+asyncio::
+
+    async with AsyncRateLimitClient("localhost:50051") as client:
+        async with client.acquire("summary", timeout=30) as lease:
+            ...
+"""
+
+from rlclient.aio import AcquireContext, AsyncLease, AsyncRateLimitClient
+from rlclient.client import Lease, RateLimitClient
+from rlclient.errors import (
+    CapacityExhausted,
+    DeadlineExceeded,
+    InvalidRequest,
+    LeaseNotFound,
+    RateLimitError,
+    ServiceUnavailable,
+)
+from rlclient.retry import RetryPolicy
+from rlclient.types import Outcome, ReleaseResult, Usage
+
+__all__ = [
+    "AcquireContext",
+    "AsyncLease",
+    "AsyncRateLimitClient",
+    "CapacityExhausted",
+    "DeadlineExceeded",
+    "InvalidRequest",
+    "Lease",
+    "LeaseNotFound",
+    "Outcome",
+    "RateLimitClient",
+    "RateLimitError",
+    "ReleaseResult",
+    "RetryPolicy",
+    "ServiceUnavailable",
+    "Usage",
+]

@@ -1,0 +1,1 @@
+"""Generated from protos/ratelimit/v1/ratelimit.proto by scripts/gen_protos.py."""
