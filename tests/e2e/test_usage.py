@@ -25,7 +25,8 @@ def window_total(harness: Harness, model: str, kind: str = "m") -> dict[str, int
     client = harness.redis()
     out: dict[str, int] = {}
     for key in client.scan_iter(match=f"{{rl}}:w:{model}:{kind}:*"):
-        for field, value in client.hgetall(key).items():  # type: ignore[union-attr]
+        fields: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+        for field, value in fields.items():
             out[field.decode()] = out.get(field.decode(), 0) + int(value)
     return out
 
@@ -81,7 +82,7 @@ async def test_failed_without_usage_refunds_nothing_but_frees_concurrency(harnes
     lease = await harness.acquire(port, "work", models=["tpm-model"])
     conc = await harness.acquire(port, "work")
     assert (await pool(harness, port, "conc-model")).max_concurrent == 3
-    for held, model in ((lease, "tpm-model"), (conc, "conc-model")):
+    for held in (lease, conc):
         reply = await harness.release(port, held.lease_id, pb.FAILED_UNKNOWN_USAGE, used(1))
         assert (reply.refunded_tokens, reply.refunded_requests, reply.overage_tokens) == (0, 0, 0)
     assert (await pool(harness, port, "conc-model")).max_concurrent == 4
@@ -249,6 +250,6 @@ async def test_waiters_wake_at_the_minute_boundary_and_late_releases_refund_noth
     over = await harness.release(port, leases[1].lease_id, actual=used(15_000))
     assert (over.same_window, over.overage_tokens) == (False, 5000)
     client = harness.redis()
-    totals = {key.decode(): int(client.hget(key, "t") or 0) for key in client.scan_iter(match="{rl}:w:scale-model:m:*")}  # type: ignore[arg-type]
+    totals = {key.decode(): int(client.hget(key, "t") or 0) for key in client.scan_iter(match="{rl}:w:scale-model:m:*")}
     # The closed window keeps every estimate; the new one has the waiter's estimate plus the late overage.
     assert sorted(totals.values()) == [15_000, 100_000]
