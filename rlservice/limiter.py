@@ -400,6 +400,7 @@ class Limiter:
         started = loop.time()
         deadline = None if time_left_s is None else started + time_left_s
         tried: list[str] = []
+        queued = False
         for name in models:
             tried.append(name)
             wait_ms = jt.max_wait_ms.get(name)
@@ -409,7 +410,8 @@ class Limiter:
             capped = deadline is not None and deadline <= until
             if capped and deadline is not None:
                 until = deadline
-            got = await self._acquire_on(self.models[name], jt, job_id, ttl_ms, until, first=len(tried) == 1)
+            got, waited = await self._acquire_on(self.models[name], jt, job_id, ttl_ms, until, len(tried) == 1)
+            queued = queued or waited
             if isinstance(got, OpenLease):
                 return Grant(
                     lease_id=got.lease_id,
@@ -423,7 +425,8 @@ class Limiter:
                 )
             if got is not None:
                 got.models_tried = tuple(tried)
-                got.waited_ms = int((loop.time() - started) * 1000)
+                # Time spent queued or escalating; a grant that never queued waited 0 ms.
+                got.waited_ms = int((loop.time() - started) * 1000) if queued else 0
                 return self._grant_of(got)
             if capped:
                 raise DeadlineExceeded(f"the deadline ended the wait for capacity after trying {', '.join(tried)}")
@@ -446,8 +449,9 @@ class Limiter:
 
     async def _acquire_on(
         self, model: ModelState, jt: JobType, job_id: str, ttl_ms: int, until: float, first: bool
-    ) -> Lease | OpenLease | None:
-        """Waits in the model's FIFO queue for the job type until `until` (loop time)."""
+    ) -> tuple[Lease | OpenLease | None, bool]:
+        """Waits in the model's FIFO queue for the job type until `until` (loop time). Returns the
+        lease (or None when the wait ended) and whether it had to queue."""
         loop = asyncio.get_running_loop()
         queue = model.queues[jt.name]
         res = self._reserve(model, jt) if not len(queue) else None
@@ -455,7 +459,7 @@ class Limiter:
             # One look at the ledger even when waiting: another instance may hold this job's lease.
             reply = await self._ledger_acquire(model, jt, job_id, "", ttl_ms, peek=True)
             if reply.existing is not None:
-                return reply.existing
+                return reply.existing, False
             self._apply(model, reply.snapshot, own=True)
             res = self._reserve(model, jt) if not len(queue) else None
         waiter: Waiter[Reservation] | None = None
@@ -467,7 +471,7 @@ class Limiter:
                     got = await self._attempt(model, jt, res, job_id, ttl_ms)
                     res = None
                     if got is not None:
-                        return got
+                        return got, waiter is not None
                 if waiter is None:
                     waiter = queue.join()
                 else:
@@ -475,11 +479,11 @@ class Limiter:
                 taken = False
                 timeout = until - loop.time()
                 if timeout <= 0:
-                    return None
+                    return None, True
                 try:
                     res = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
                 except TimeoutError:
-                    return None
+                    return None, True
                 taken = True
         finally:
             if waiter is not None:

@@ -26,6 +26,7 @@ async def test_exact_capacity_starts_at_once_and_one_more_is_refused(harness: Ha
     await eventually(lambda: _all_have(harness, [a.port, b.port], "scale-model", 5), what="5 slots each")
     grants = await asyncio.gather(*(harness.acquire(p, "scaleJob") for p in [a.port] * 5 + [b.port] * 5))
     assert len({g.lease_id for g in grants}) == 10
+    assert all(g.waited_ms == 0 for g in grants)
     for port in (a.port, b.port):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await harness.acquire(port, "scaleJob")
