@@ -63,14 +63,17 @@ class Instance:
         self._opts = opts
         self._server = grpc.aio.server()
         self._health = health_aio.HealthServicer()
-        self._redis: Redis = Redis.from_url(opts.redis_url, socket_connect_timeout=2, health_check_interval=10)
+        # Script calls take well under a millisecond in Redis: a call that hangs means Redis is gone.
+        self._redis: Redis = Redis.from_url(opts.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        # The subscriber blocks on reads by design, so it gets its own connection with no read timeout.
+        self._events_redis: Redis = Redis.from_url(opts.redis_url, socket_connect_timeout=2)
         self.port = self._server.add_insecure_port(f"{opts.host}:{opts.port}")
         if self.port == 0:
             raise OSError(f"cannot bind {opts.host}:{opts.port}")
         instance_id = opts.instance_id or f"{socket.gethostname()}-{self.port}-{secrets.token_hex(3)}"
         ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms)
         self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))
-        self._events = EventStream(self._redis, ledger.channel, self.limiter.on_event, self.limiter.resubscribed)
+        self._events = EventStream(self._events_redis, ledger.channel, self.limiter.on_event, self.limiter.resubscribed)
         ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(RateLimiterServicer(self.limiter), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -125,15 +128,18 @@ class Instance:
             self.limiter.rebalance()
 
     async def stop(self) -> None:
-        """Stops accepting, lets calls finish briefly, then leaves the ledger so others re-divide."""
+        """Stops accepting and leaves the ledger at once, so that the others re-divide while the
+        calls still running get a short grace period."""
         await self._set_serving(False)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.stop(SHUTDOWN_GRACE_S)
-        await self._events.stop()
+        draining = asyncio.create_task(self._server.stop(SHUTDOWN_GRACE_S))
         await self.limiter.close()
+        await draining
+        await self._events.stop()
         await self._redis.aclose()
+        await self._events_redis.aclose()
 
 
 async def serve(opts: Options) -> None:

@@ -172,6 +172,7 @@ class Limiter:
         self._boundary: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reregistering: asyncio.Task[None] | None = None
+        self._closing = False
         self.registered = False
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -181,11 +182,13 @@ class Limiter:
         await self._register()
 
     async def close(self) -> None:
+        self._closing = True
         if self._boundary is not None:
             self._boundary.cancel()
-        for task in list(self._background):
+        tasks = [*self._background, *([self._reregistering] if self._reregistering else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.registered:
             self.registered = False
             with contextlib.suppress(LedgerUnavailable):
@@ -309,6 +312,9 @@ class Limiter:
             self._pump(model)
 
     def _reregister(self) -> None:
+        # Leaving on purpose publishes this instance as gone too; that must not bring it back.
+        if self._closing:
+            return
         if self._reregistering is None or self._reregistering.done():
             self._reregistering = asyncio.ensure_future(self._register_quietly())
 
