@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Self
 
@@ -14,7 +15,7 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
+Share = Annotated[float, Field(gt=0, le=1)]
 
 
 class ConfigError(Exception):
@@ -63,7 +64,7 @@ class ModelConfig(_Strict):
 
 
 class RatioConfig(_Strict):
-    initial: Fraction | None = None
+    initial: Share | None = None
     flexible: bool = True
 
 
@@ -78,8 +79,8 @@ class JobTypeConfig(_Strict):
 class RatioAdjustment(_Strict):
     high_load_threshold: NonNegativeFloat = 0.7
     low_load_threshold: NonNegativeFloat = 0.3
-    max_adjustment: Fraction = 0.2
-    min_ratio: Fraction = 0.01
+    max_adjustment: Share = 0.2
+    min_ratio: Share = 0.01
     adjustment_interval_ms: PositiveInt = 5000
     releases_per_adjustment: PositiveInt = 10
 
@@ -92,7 +93,7 @@ class RatioAdjustment(_Strict):
 
 class MemoryConfig(_Strict):
     capacity_kb: NonNegativeInt | None = None
-    free_memory_ratio: Fraction | None = None
+    free_memory_ratio: Share | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -144,7 +145,10 @@ class Settings(_Strict):
         proportion to their ratios (all types when none is flexible), so no capacity is stranded.
         """
         given = {n: jt.ratio.initial for n, jt in self.job_types.items() if jt.ratio.initial is not None}
-        rest = max(0.0, 1.0 - sum(given.values()))
+        rest = 1.0 - math.fsum(given.values())
+        # 0.3 + 0.35 + 0.35 leaves float dust, not a share.
+        if rest < 1e-9:
+            rest = 0.0
         unset = [n for n in self.job_types if n not in given]
         ratios = {n: float(r) for n, r in given.items()}
         if unset:
@@ -160,11 +164,12 @@ class Settings(_Strict):
     def model_order(self) -> list[str]:
         return list(self.escalation_order) if self.escalation_order else list(self.models)
 
-    def average_estimates(self) -> tuple[float, float]:
-        """Exact averages of estimated tokens and requests over all job types (SPEC §5)."""
+    def average_estimates(self) -> tuple[Fraction, Fraction]:
+        """Exact averages of estimated tokens and requests over all job types (SPEC §5), as fractions
+        so that a pool that is a multiple of the average gives a whole number of slots."""
         n = len(self.job_types)
-        tokens = math.fsum(jt.estimated_tokens for jt in self.job_types.values()) / n
-        requests = math.fsum(jt.estimated_requests for jt in self.job_types.values()) / n
+        tokens = Fraction(sum(jt.estimated_tokens for jt in self.job_types.values()), n)
+        requests = Fraction(sum(jt.estimated_requests for jt in self.job_types.values()), n)
         return tokens, requests
 
 

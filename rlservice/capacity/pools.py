@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from ..types import TOKEN_DIMS, ModelLimits, Snapshot
 
@@ -45,7 +45,11 @@ class Pool:
 
 
 def compute_pool(
-    limits: ModelLimits, snap: Snapshot, avg_tokens: float, avg_requests: float, pending: Pending = NO_PENDING
+    limits: ModelLimits,
+    snap: Snapshot,
+    avg_tokens: Fraction | float,
+    avg_requests: Fraction | float,
+    pending: Pending = NO_PENDING,
 ) -> Pool:
     n = max(snap.instances, 1)
     extra = pending.per_dim()
@@ -69,7 +73,7 @@ def compute_pool(
         left = limits.max_concurrent - snap.inflight_total - pending.count
         conc = max(0, min(conc_share - own_inflight, left))
     slots = [
-        math.floor(pool / (avg_tokens if i in TOKEN_DIMS else avg_requests))
+        int(pool // (avg_tokens if i in TOKEN_DIMS else avg_requests))
         for i, pool in enumerate(rates)
         if pool is not None and (avg_tokens if i in TOKEN_DIMS else avg_requests) > 0
     ]
