@@ -12,5 +12,5 @@ local closed = close_lease(id, rec, 3, 0, 0, 0, 0, now, true)
 local seq = bump()
 local lim = limits_of(rec.m) or {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 local st = model_state(rec.m, lim, rec.i, now)
-publish({q = seq, k = 'release', s = {[rec.m] = st}, c = {closed}})
+publish({q = seq, k = 'release', o = rec.i, s = {[rec.m] = st}, c = {closed}})
 return {'expired', seq, now, st, cjson.encode(closed)}

@@ -13,5 +13,5 @@ local closed = close_lease(id, rec, outcome, tonumber(ARGV[3]), tonumber(ARGV[4]
 local seq = bump()
 local lim = limits_of(rec.m) or {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 local st = model_state(rec.m, lim, rec.i, now)
-publish({q = seq, k = 'release', s = {[rec.m] = st}, c = {closed}})
+publish({q = seq, k = 'release', o = rec.i, s = {[rec.m] = st}, c = {closed}})
 return {'released', seq, now, st, cjson.encode(closed)}
