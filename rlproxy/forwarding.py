@@ -1,0 +1,178 @@
+"""The RateLimiter pass-through.
+
+Requests and replies travel as the bytes they arrived as; only Release, ExtendLease and
+GetAllocation requests are decoded, for the one id that decides where they go. Deadlines,
+metadata both ways and error statuses pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NoReturn, TypeVar, cast
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from grpc import aio
+
+from rlproto import ratelimit_pb2
+from rlproxy.leases import issuing_instance
+from rlproxy.policies import Policy
+from rlproxy.targets import Target, TargetPool, never_reached
+
+Context = aio.ServicerContext[bytes, bytes]
+Method = aio.UnaryUnaryMultiCallable[bytes, bytes]
+Metadata = tuple[tuple[str, str | bytes], ...]
+M = TypeVar("M", bound=Message)
+
+# The proxy's channels send their own user-agent; forwarding the client's would send two.
+_USER_AGENT: Final = "user-agent"
+
+
+def _outgoing_metadata(incoming: aio.Metadata | None) -> Metadata | None:
+    if not incoming:
+        return None
+    if len(incoming) == 1 and next(iter(incoming))[0] == _USER_AGENT:
+        return None
+    return tuple((key, value) for key, value in incoming if key != _USER_AGENT) or None
+
+
+async def _call(method: Method, request: bytes, context: Context) -> bytes:
+    call = method(
+        request,
+        timeout=context.time_remaining(),
+        metadata=_outgoing_metadata(context.invocation_metadata()),
+    )
+    # When the client cancels, gRPC cancels this handler, and awaiting the call cancels the
+    # outgoing call with it.
+    response = await call
+    initial = await call.initial_metadata()
+    if initial:
+        await context.send_initial_metadata(initial)
+    trailing = await call.trailing_metadata()
+    if trailing:
+        context.set_trailing_metadata(trailing)
+    return response
+
+
+async def _relay(err: aio.AioRpcError, context: Context) -> NoReturn:
+    initial = err.initial_metadata()
+    if initial:
+        await context.send_initial_metadata(initial)
+    # The stubs give AioRpcError the sync RpcError's tuple; at run time it carries aio.Metadata,
+    # which abort() refuses: it takes only a tuple.
+    trailing = tuple(cast(aio.Metadata, err.trailing_metadata()) or ())
+    await context.abort(err.code(), err.details() or "", trailing)
+
+
+async def _parse(message: type[M], request: bytes, context: Context) -> M:
+    try:
+        return message.FromString(request)
+    except DecodeError:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {message.__name__}")
+
+
+def _unreachable(instance_id: str, lease_id: str) -> str:
+    return (
+        f"instance {instance_id} that issued lease {lease_id} is not reachable through this proxy"
+        " (stopped or restarted?)"
+    )
+
+
+class Forwarder:
+    def __init__(self, pool: TargetPool, policy: Policy) -> None:
+        self._pool = pool
+        self._targets = pool.targets
+        self._policy = policy
+
+    async def acquire(self, request: bytes, context: Context) -> bytes:
+        targets, policy = self._targets, self._policy
+        excluded = 0
+        failures: dict[int, str] | None = None
+        while True:
+            index = policy.pick(targets, excluded)
+            if index < 0:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
+            target = targets[index]
+            target.acquiring += 1
+            try:
+                response = await _call(target.acquire, request, context)
+            except aio.AioRpcError as err:
+                if not never_reached(err):
+                    await _relay(err, context)
+                # Acquire is idempotent by job_id and this one never reached the target, so the
+                # next target may take it.
+                policy.unpick(index)
+                excluded |= 1 << index
+                if failures is None:
+                    failures = {}
+                failures[index] = err.details() or ""
+                continue
+            finally:
+                target.acquiring -= 1
+            target.lease_granted()
+            return response
+
+    async def release(self, request: bytes, context: Context) -> bytes:
+        lease_id = (await _parse(ratelimit_pb2.ReleaseRequest, request, context)).lease_id
+        target, instance_id = await self._issuer(lease_id, context)
+        response = await self._to_issuer(target.release, instance_id, lease_id, request, context)
+        target.lease_released()
+        return response
+
+    async def extend_lease(self, request: bytes, context: Context) -> bytes:
+        lease_id = (await _parse(ratelimit_pb2.ExtendLeaseRequest, request, context)).lease_id
+        target, instance_id = await self._issuer(lease_id, context)
+        return await self._to_issuer(target.extend_lease, instance_id, lease_id, request, context)
+
+    async def get_allocation(self, request: bytes, context: Context) -> bytes:
+        instance_id = (await _parse(ratelimit_pb2.GetAllocationRequest, request, context)).instance_id
+        if instance_id:
+            target = self._pool.known(instance_id) or await self._pool.find(instance_id)
+            if target is None:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"unknown instance {instance_id}: none of this proxy's targets has that id",
+                )
+            try:
+                return await _call(target.get_allocation, request, context)
+            except aio.AioRpcError as err:
+                await _relay(err, context)
+        failures: dict[int, str] = {}
+        for index, target in enumerate(self._targets):
+            if not target.serving:
+                continue
+            try:
+                return await _call(target.get_allocation, request, context)
+            except aio.AioRpcError as err:
+                if not never_reached(err):
+                    await _relay(err, context)
+                failures[index] = err.details() or ""
+        await context.abort(grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
+
+    async def _issuer(self, lease_id: str, context: Context) -> tuple[Target, str]:
+        instance_id = issuing_instance(lease_id)
+        if instance_id is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"malformed lease_id {lease_id!r}: expected <instance_id>/<token>",
+            )
+        target = self._pool.known(instance_id) or await self._pool.find(instance_id)
+        if target is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _unreachable(instance_id, lease_id))
+        return target, instance_id
+
+    async def _to_issuer(
+        self, method: Method, instance_id: str, lease_id: str, request: bytes, context: Context
+    ) -> bytes:
+        try:
+            return await _call(method, request, context)
+        except aio.AioRpcError as err:
+            if never_reached(err):
+                await context.abort(grpc.StatusCode.UNAVAILABLE, _unreachable(instance_id, lease_id))
+            await _relay(err, context)
+
+    def _no_target(self, failures: dict[int, str] | None) -> str:
+        states = (
+            f"{t.address} (unreachable: {failures[i]})" if failures and i in failures else t.describe()
+            for i, t in enumerate(self._targets)
+        )
+        return f"no healthy target: {', '.join(states)}"
