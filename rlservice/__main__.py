@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,13 @@ import uvloop
 
 from .app import Options, serve
 from .config import ConfigError, load_settings, preset_path
+
+
+def instance_id(value: str) -> str:
+    # Lease ids embed it before a slash and events before a space.
+    if not re.fullmatch(r"[A-Za-z0-9._:@-]{1,128}", value):
+        raise argparse.ArgumentTypeError("use 1-128 letters, digits or . _ : @ -")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         help="default: $REDIS_URL, else redis://127.0.0.1:6379/0",
     )
-    p.add_argument("--instance-id", help="default: HOST-PORT-RANDOM")
+    p.add_argument("--instance-id", type=instance_id, help="default: HOST-PORT-RANDOM")
     p.add_argument("--key-prefix", default="rl", help="Redis keys live under {PREFIX}")
     p.add_argument("--log-level", default=os.environ.get("RL_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)

@@ -73,7 +73,9 @@ class Instance:
         instance_id = opts.instance_id or f"{socket.gethostname()}-{self.port}-{secrets.token_hex(3)}"
         ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms)
         self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))
-        self._events = EventStream(self._events_redis, ledger.channel, self.limiter.on_event, self.limiter.resubscribed)
+        self._events = EventStream(
+            self._events_redis, ledger.channel, instance_id, self.limiter.on_event, self.limiter.resubscribed
+        )
         ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(RateLimiterServicer(self.limiter), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Redis time moves on by a little after a boundary before the new window is read.
 _BOUNDARY_SLACK_S = 0.02
+_REVOKE_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,16 +522,14 @@ class Limiter:
         self, model: ModelState, jt: JobType, res: Reservation, job_id: str, ttl_ms: int
     ) -> Lease | OpenLease | None:
         lease_id = f"{self.instance_id}/{secrets.token_urlsafe(self._entropy)}"
-        call = asyncio.ensure_future(self._ledger_acquire(model, jt, job_id, lease_id, ttl_ms, peek=False))
         try:
-            reply = await asyncio.shield(call)
-        except asyncio.CancelledError:
-            # The caller left; whatever the ledger decides must not be held for it.
-            call.add_done_callback(lambda c: self._abandon(model, jt, res, job_id, lease_id, c))
-            raise
-        except BaseException:
+            reply = await self._ledger_acquire(model, jt, job_id, lease_id, ttl_ms, peek=False)
+        except BaseException as e:
             self._unreserve(model, jt, res)
             self._pump(model)
+            if isinstance(e, asyncio.CancelledError):
+                # The caller left while the script was on its way: it may have granted the lease.
+                self._spawn(self._revoke(lease_id))
             raise
         return self._settle(model, jt, res, job_id, lease_id, reply)
 
@@ -566,28 +565,23 @@ class Limiter:
         self._arm_expiry(lease)
         return lease
 
-    def _abandon(
-        self,
-        model: ModelState,
-        jt: JobType,
-        res: Reservation,
-        job_id: str,
-        lease_id: str,
-        call: asyncio.Future[AcquireReply],
-    ) -> None:
-        if call.cancelled() or call.exception() is not None:
-            self._unreserve(model, jt, res)
-            self._pump(model)
-            return
-        got = self._settle(model, jt, res, job_id, lease_id, call.result())
-        if isinstance(got, Lease):
-            self._spawn(self._release_quietly(got.lease_id, Outcome.SUCCESS, Usage()))
-
-    async def _release_quietly(self, lease_id: str, outcome: Outcome, usage: Usage) -> None:
-        try:
-            await self.release(lease_id, outcome, usage)
-        except (Unavailable, NotFound) as e:
-            log.warning("could not release abandoned lease %s: %s", lease_id, e)
+    async def _revoke(self, lease_id: str) -> None:
+        """Releases, with a full refund, a lease granted to a caller that left before the reply."""
+        # A script sent just before the cancellation may still be queued behind this release: a
+        # second try a moment later finds the lease if it was granted after all.
+        for delay in (0.0, _REVOKE_RETRY_S):
+            await asyncio.sleep(delay)
+            try:
+                reply = await self._ledger.release(lease_id, Outcome.SUCCESS, Usage())
+            except (LedgerUnavailable, NotRegistered) as e:
+                log.warning("could not revoke lease %s, it will expire by its TTL: %s", lease_id, e)
+                return
+            if reply.status != "unknown":
+                model = self.models.get(reply.closed.model) if reply.closed else None
+                if model is not None and reply.snapshot is not None:
+                    self._apply(model, reply.snapshot, own=True)
+                    self._pump(model)
+                return
 
     # ----- leases ----------------------------------------------------------------------------
 

@@ -21,11 +21,13 @@ class EventStream:
         self,
         redis: Redis,
         channel: str,
+        origin: str,
         on_event: Callable[[dict[str, Any]], None],
         on_resubscribed: Callable[[], Awaitable[None]],
     ) -> None:
         self._redis = redis
         self._channel = channel
+        self._own = origin.encode()
         self._on_event = on_event
         self._on_resubscribed = on_resubscribed
         self._task: asyncio.Task[None] | None = None
@@ -59,9 +61,13 @@ class EventStream:
             except (RedisError, OSError) as e:
                 log.warning("cannot resubscribe yet: %s", e)
 
-    def _deliver(self, data: bytes | str) -> None:
+    def _deliver(self, data: bytes) -> None:
+        """Events are `ORIGIN JSON`; this instance's own calls already applied what theirs say."""
+        origin, _, body = data.partition(b" ")
+        if origin == self._own:
+            return
         try:
-            event = json.loads(data)
+            event = json.loads(body)
         except ValueError:
             log.error("ignoring a malformed event: %r", data[:200])
             return

@@ -235,11 +235,12 @@ class Ledger:
             usage.cached_tokens,
             usage.request_count,
             self._stale,
+            self.instance_id,
         )
         return self._closing_reply(r)
 
     async def expire(self, lease_id: str) -> ReleaseReply:
-        r = await self._run("expire", lease_id)
+        r = await self._run("expire", lease_id, self.instance_id)
         if _text(r[0]) == "extended":
             return ReleaseReply("extended", expires_at_ms=int(r[1]))
         return self._closing_reply(r)

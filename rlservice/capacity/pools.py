@@ -72,11 +72,15 @@ def compute_pool(
         conc_share = limits.max_concurrent // n
         left = limits.max_concurrent - snap.inflight_total - pending.count
         conc = max(0, min(conc_share - own_inflight, left))
-    slots = [
-        int(pool // (avg_tokens if i in TOKEN_DIMS else avg_requests))
-        for i, pool in enumerate(rates)
-        if pool is not None and (avg_tokens if i in TOKEN_DIMS else avg_requests) > 0
-    ]
+    # Exact integer arithmetic on the averages' ratios: 66 requests at an average of 2.2 are 30 slots.
+    tn, td = avg_tokens.as_integer_ratio()
+    rn, rd = avg_requests.as_integer_ratio()
+    slots = []
+    for i, pool in enumerate(rates):
+        if pool is not None:
+            num, den = (tn, td) if i in TOKEN_DIMS else (rn, rd)
+            if num > 0:
+                slots.append(pool * den // num)
     if conc is not None:
         slots.append(conc)
     return Pool(

@@ -7,7 +7,6 @@ local est_t, est_r, ttl, stale_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumb
 local now = now_ms()
 reap(now, stale_ms)
 if not redis.call('ZSCORE', K_INST, inst) then return {'unregistered'} end
-redis.call('ZADD', K_INST, 'XX', now, inst)
 
 if job_id ~= '' then
   local existing = redis.call('GET', jkey(job_id))
@@ -40,9 +39,19 @@ local rec = {i = inst, m = model, j = job_type, jid = job_id, mw = st[1], dw = s
 -- The lease key outlives its expiry by a day only as a safety net; the sweep closes it first.
 redis.call('SET', lkey(lease_id), cjson.encode(rec), 'PX', ttl + DAY)
 redis.call('ZADD', K_LEXP, expires, lease_id)
-redis.call('SADD', ilkey(inst), lease_id)
 if job_id ~= '' then redis.call('SET', jkey(job_id), lease_id, 'PX', ttl) end
 local seq = bump()
-st = model_state(model, lim, inst, now)
-if tight(lim, st) then publish({q = seq, k = 'acquire', s = {[model] = st}}) end
+-- The state after the grant, without reading it again: totals and own amounts grew by the estimate.
+for k, kind in ipairs(KINDS) do
+  if tracks(lim, kind) then
+    local base = 4 + (k - 1) * 6
+    st[base] = st[base] + est_t
+    st[base + 1] = st[base + 1] + est_r
+    st[base + 4] = st[base + 4] + est_t
+    st[base + 5] = st[base + 5] + est_r
+  end
+end
+st[16] = st[16] + 1
+st[17] = st[17] + 1
+if tight(lim, st) then publish(inst, {q = seq, k = 'acquire', s = {[model] = st}}) end
 return {'granted', seq, now, st, expires}

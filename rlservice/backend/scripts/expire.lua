@@ -1,4 +1,4 @@
--- ARGV: lease_id. Closes the lease with unknown usage if its expiry has passed.
+-- ARGV: lease_id, calling instance. Closes the lease with unknown usage if its expiry has passed.
 -- Replies {'expired', seq, now, state_of_owner, closed_json} | {'extended', expires_at}
 --       | {'closed', closed_json} | {'unknown'}
 local id = ARGV[1]
@@ -12,5 +12,5 @@ local closed = close_lease(id, rec, 3, 0, 0, 0, 0, now, true)
 local seq = bump()
 local lim = limits_of(rec.m) or {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 local st = model_state(rec.m, lim, rec.i, now)
-publish({q = seq, k = 'release', o = rec.i, s = {[rec.m] = st}, c = {closed}})
+publish(ARGV[2], {q = seq, k = 'release', o = rec.i, s = {[rec.m] = st}, c = {closed}})
 return {'expired', seq, now, st, cjson.encode(closed)}

@@ -22,7 +22,9 @@ local function wkey(model, kind, win) return P .. ':w:' .. model .. ':' .. kind 
 local function ikey(model) return P .. ':inflight:' .. model end
 local function lkey(id) return P .. ':lease:' .. id end
 local function jkey(job) return P .. ':job:' .. job end
-local function ilkey(inst) return P .. ':ileases:' .. inst end
+-- Lease ids start with their instance's id and a slash, so an instance's leases can be found in the
+-- expiry index without a set of its own.
+local function owned_by(id, inst) return string.sub(id, 1, #inst + 1) == inst .. '/' end
 
 -- Window kinds: minute windows carry TPM/RPM, day windows TPD/RPD.
 local KINDS = {
@@ -40,12 +42,12 @@ end
 
 local function add_committed(model, kind, win, inst, dt, dr)
   local key = wkey(model, kind.name, win)
+  local fresh = redis.call('HINCRBY', key, 'r', dr) == dr
   redis.call('HINCRBY', key, 't', dt)
-  redis.call('HINCRBY', key, 'r', dr)
   redis.call('HINCRBY', key, 't:' .. inst, dt)
   redis.call('HINCRBY', key, 'r:' .. inst, dr)
-  -- A window is kept one window past its end, then Redis drops it.
-  redis.call('PEXPIREAT', key, (win + 2) * kind.size)
+  -- A window is kept one window past its end, then Redis drops it; setting that once is enough.
+  if fresh then redis.call('PEXPIREAT', key, (win + 2) * kind.size) end
 end
 
 -- The state of a model as seen by inst (own fields are 0 for inst == ''):
@@ -128,7 +130,9 @@ end
 
 local function bump() return redis.call('INCR', K_SEQ) end
 
-local function publish(msg) redis.call('PUBLISH', K_EVENTS, cjson.encode(msg)) end
+-- Every event starts with the id of the instance whose call caused it ('-' for none), so that
+-- instance can skip it without decoding: it has the same news in its script's reply.
+local function publish(origin, msg) redis.call('PUBLISH', K_EVENTS, origin .. ' ' .. cjson.encode(msg)) end
 
 -- Closes an open lease: adjusts the windows by actual usage (outcome 1 or 2), frees its concurrency
 -- slot and returns the closed record, which answers any later Release of the same lease.
@@ -154,8 +158,9 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
     end
   end
   local ik = ikey(rec.m)
-  if tonumber(redis.call('HGET', ik, rec.i) or 0) > 0 then
-    redis.call('HINCRBY', ik, rec.i, -1)
+  if redis.call('HINCRBY', ik, rec.i, -1) < 0 then
+    redis.call('HSET', ik, rec.i, 0)
+  else
     redis.call('HINCRBY', ik, '_', -1)
   end
   local closed = {
@@ -167,22 +172,25 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
   }
   redis.call('SET', lkey(id), cjson.encode(closed), 'PX', CLOSED_TTL)
   redis.call('ZREM', K_LEXP, id)
-  redis.call('SREM', ilkey(rec.i), id)
-  if rec.jid ~= '' and redis.call('GET', jkey(rec.jid)) == id then redis.call('DEL', jkey(rec.jid)) end
+  -- While a lease is open its job id points to it alone.
+  if rec.jid ~= '' then redis.call('DEL', jkey(rec.jid)) end
   return closed
 end
 
 -- Removes an instance: its open leases close with unknown usage, what it committed in the current
 -- windows stays committed (it was spent) but is retired from the fair share of the live ones.
 local function remove_instance(inst, now)
-  for _, id in ipairs(redis.call('SMEMBERS', ilkey(inst))) do
-    local raw = redis.call('GET', lkey(id))
-    if raw then
-      local rec = cjson.decode(raw)
-      if rec.closed == nil then close_lease(id, rec, 3, 0, 0, 0, 0, now, true) end
+  for _, id in ipairs(redis.call('ZRANGE', K_LEXP, 0, -1)) do
+    if owned_by(id, inst) then
+      local raw = redis.call('GET', lkey(id))
+      local rec = raw and cjson.decode(raw)
+      if rec and rec.closed == nil then
+        close_lease(id, rec, 3, 0, 0, 0, 0, now, true)
+      else
+        redis.call('ZREM', K_LEXP, id)
+      end
     end
   end
-  redis.call('DEL', ilkey(inst))
   local models = redis.call('HGETALL', K_MODELS)
   for i = 1, #models, 2 do
     local model = models[i]
@@ -206,7 +214,7 @@ local function reap(now, stale_ms)
   local dead = redis.call('ZRANGEBYSCORE', K_INST, '-inf', now - stale_ms)
   if #dead == 0 then return dead end
   for _, inst in ipairs(dead) do remove_instance(inst, now) end
-  publish({q = bump(), k = 'gone', gone = dead, s = states_map(now)})
+  publish('-', {q = bump(), k = 'gone', gone = dead, s = states_map(now)})
   return dead
 end
 

@@ -8,5 +8,5 @@ if redis.call('ZSCORE', K_INST, inst) then remove_instance(inst, now) end
 reap(now, stale_ms)
 redis.call('ZADD', K_INST, now, inst)
 local seq = bump()
-publish({q = seq, k = 'join', s = states_map(now)})
+publish('-', {q = seq, k = 'join', s = states_map(now)})
 return {'ok', seq, now, all_states(inst, now)}

@@ -3,6 +3,6 @@ local inst = ARGV[1]
 local now = now_ms()
 if redis.call('ZSCORE', K_INST, inst) then
   remove_instance(inst, now)
-  publish({q = bump(), k = 'gone', gone = {inst}, s = states_map(now)})
+  publish(inst, {q = bump(), k = 'gone', gone = {inst}, s = states_map(now)})
 end
 return {'ok'}
