@@ -1,0 +1,229 @@
+"""Job-type shares of an instance's pool: slots, per-dimension budgets and memory (SPEC §6)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rlservice.capacity.pools import compute_pool
+from rlservice.capacity.shares import TypeUse, allocated_slots, load_of, may_take, memory_slots, scaled
+
+from .helpers import limits, model_limits, pool_of, preset, snapshot
+
+IDLE = TypeUse(committed=(0, 0, 0, 0), in_flight=0, in_flight_all_models=0)
+
+
+def use(in_flight: int, tokens: int = 0, requests: int = 0, all_models: int | None = None) -> TypeUse:
+    return TypeUse(
+        committed=(tokens, requests, tokens, requests),
+        in_flight=in_flight,
+        in_flight_all_models=in_flight if all_models is None else all_models,
+    )
+
+
+# ----- slots --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "ratios", "slots"),
+    [
+        (10, (0.6, 0.4), (6, 4)),
+        (100, (0.5, 0.3, 0.2), (50, 30, 20)),
+        (10, (0.33, 0.33, 0.34), (3, 3, 3)),
+    ],
+)
+def test_spec_examples(base: int, ratios: tuple[float, ...], slots: tuple[int, ...]) -> None:
+    pool = pool_of(total_slots=base)
+    assert tuple(allocated_slots(pool, r, 1, None) for r in ratios) == slots
+
+
+def test_base_slots_count_own_in_flight() -> None:
+    pool = pool_of(total_slots=4, own_inflight=6)
+    assert allocated_slots(pool, 0.6, 1, None) == 6
+    assert allocated_slots(pool, 0.4, 1, None) == 4
+
+
+@pytest.mark.parametrize(("base", "ratio", "expected"), [(100, 0.29, 29), (100, 0.57, 57), (10, 0.7, 7)])
+def test_products_that_are_whole_on_paper_are_not_floored_below(base: int, ratio: float, expected: int) -> None:
+    assert scaled(base, ratio) == expected
+
+
+def test_scaled_never_negative() -> None:
+    assert scaled(-5, 0.5) == 0
+
+
+def test_min_job_type_capacity_is_a_floor() -> None:
+    pool = pool_of(total_slots=10)
+    assert allocated_slots(pool, 0.05, 1, None) == 1
+    assert allocated_slots(pool, 0.05, 3, None) == 3
+    assert allocated_slots(pool, 0.05, 0, None) == 0
+    assert allocated_slots(pool_of(total_slots=0), 0.5, 1, None) == 1
+
+
+def test_memory_caps_slots_even_below_min_capacity() -> None:
+    pool = pool_of(total_slots=100)
+    assert allocated_slots(pool, 0.5, 1, 7) == 7
+    assert allocated_slots(pool, 0.5, 1, 80) == 50
+    assert allocated_slots(pool, 0.5, 3, 1) == 1
+    assert allocated_slots(pool, 0.5, 1, 0) == 0
+
+
+# ----- may_take -----------------------------------------------------------------------------
+
+
+def test_takes_while_in_flight_is_below_allocated() -> None:
+    pool = pool_of(total_slots=10)
+    assert may_take(pool, 0.4, use(3), 1, 1, 1, None)
+    assert not may_take(pool, 0.4, use(4), 1, 1, 1, None)
+
+
+def test_per_dimension_budget_is_the_ratio_of_own_plus_pool() -> None:
+    # Own 30 000 committed and 20 000 still in the pool: base 50 000, budget at 0.6 is 30 000.
+    pool = pool_of(total_slots=100, rates=(20_000, None, None, None), own=(30_000, 0, 0, 0))
+    assert may_take(pool, 0.6, use(2, tokens=20_000), 10_000, 1, 1, None)
+    assert not may_take(pool, 0.6, use(2, tokens=20_001), 10_000, 1, 1, None)
+
+
+def test_request_dimensions_use_the_request_estimate() -> None:
+    pool = pool_of(total_slots=100, rates=(None, 100, None, 40), own=(0, 0, 0, 0))
+    assert may_take(pool, 0.5, use(1, requests=15), 1, 5, 1, None)
+    assert not may_take(pool, 0.5, use(1, requests=16), 1, 5, 1, None)
+
+
+def test_day_dimensions_are_checked_too() -> None:
+    pool = pool_of(total_slots=100, rates=(None, None, 1_000, None))
+    assert may_take(pool, 0.5, use(1, tokens=400), 100, 1, 1, None)
+    assert not may_take(pool, 0.5, use(1, tokens=401), 100, 1, 1, None)
+
+
+def test_below_min_capacity_skips_the_per_dimension_budget() -> None:
+    pool = pool_of(total_slots=100, rates=(1_000, None, None, None))
+    huge = 1_000_000
+    assert may_take(pool, 0.1, use(0, tokens=5_000), huge, 1, 1, None)
+    assert may_take(pool, 0.1, use(1, tokens=5_000), huge, 1, 2, None)
+    assert not may_take(pool, 0.1, use(2, tokens=5_000), huge, 1, 2, None)
+    assert not may_take(pool, 0.1, use(1, tokens=5_000), huge, 1, 1, None)
+
+
+def test_memory_counts_in_flight_on_every_model() -> None:
+    pool = pool_of(total_slots=100)
+    assert may_take(pool, 0.5, use(0, all_models=4), 1, 1, 1, 5)
+    assert not may_take(pool, 0.5, use(0, all_models=5), 1, 1, 1, 5)
+
+
+# ----- memory -------------------------------------------------------------------------------
+
+
+def test_memory_slots_of_slot_calc_memory() -> None:
+    settings = preset("slotCalc-memory")
+    assert settings.memory is not None
+    capacity = settings.memory.capacity_kb
+    ratios = settings.initial_ratios()
+    heavy = settings.job_types["heavyMemoryJob"]
+    light = settings.job_types["lightMemoryJob"]
+    assert memory_slots(capacity, ratios["heavyMemoryJob"], heavy.estimated_memory_kb) == 5
+    assert memory_slots(capacity, ratios["lightMemoryJob"], light.estimated_memory_kb) == 50
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_memory_decides_on_slot_calc_memory(n: int) -> None:
+    settings = preset("slotCalc-memory")
+    assert settings.memory is not None
+    avg_t, avg_r = settings.average_estimates()
+    pool = compute_pool(model_limits(settings, "test-model"), snapshot(n), avg_t, avg_r)
+    assert pool.total_slots >= 3_333
+    got = {}
+    for name, jt in settings.job_types.items():
+        mem = memory_slots(settings.memory.capacity_kb, 0.5, jt.estimated_memory_kb)
+        got[name] = allocated_slots(pool, 0.5, settings.min_job_type_capacity, mem)
+    assert got == {"heavyMemoryJob": 5, "lightMemoryJob": 50}
+
+
+def test_memory_slots_follow_the_ratio() -> None:
+    assert memory_slots(102_400, 0.6, 10_240) == 6
+    assert memory_slots(102_400, 0.29, 1_024) == 29
+
+
+def test_no_memory_bound() -> None:
+    assert memory_slots(None, 0.5, 1_024) is None
+    assert memory_slots(102_400, 0.5, None) is None
+
+
+def test_zero_memory_starts_nothing() -> None:
+    pool = pool_of(total_slots=100)
+    mem = memory_slots(0, 0.5, 1_024)
+    assert mem == 0
+    assert allocated_slots(pool, 0.5, 1, mem) == 0
+    assert not may_take(pool, 0.5, IDLE, 1, 1, 1, mem)
+
+
+def test_a_job_larger_than_its_memory_share_never_starts() -> None:
+    mem = memory_slots(102_400, 0.5, 60_000)
+    assert mem == 0
+    assert not may_take(pool_of(total_slots=100), 0.5, IDLE, 1, 1, 1, mem)
+
+
+def test_huge_memory_leaves_the_distributed_slots() -> None:
+    pool = pool_of(total_slots=40)
+    mem = memory_slots(10**15, 0.5, 1)
+    assert mem is not None
+    assert mem > 10**14
+    assert allocated_slots(pool, 0.5, 1, mem) == 20
+    assert may_take(pool, 0.5, use(19), 1, 1, 1, mem)
+    assert not may_take(pool, 0.5, use(20), 1, 1, 1, mem)
+
+
+# ----- load ---------------------------------------------------------------------------------
+
+
+def test_load_is_demand_over_allocated() -> None:
+    assert load_of(3, 1, 4) == 1.0
+    assert load_of(1, 0, 4) == 0.25
+    assert load_of(0, 0, 0) == 0.0
+    assert load_of(0, 1, 0) == math.inf
+
+
+# ----- one instance filling its pool --------------------------------------------------------
+
+
+@st.composite
+def instance_setups(
+    draw: st.DrawFn,
+) -> tuple[int, list[tuple[int, float]], int, list[int]]:
+    limit = draw(st.integers(1_000, 500_000))
+    count = draw(st.integers(1, 4))
+    weights = [draw(st.integers(1, 20)) for _ in range(count)]
+    estimates = [draw(st.integers(1, 50_000)) for _ in range(count)]
+    types = [(e, w / sum(weights)) for e, w in zip(estimates, weights, strict=True)]
+    min_capacity = draw(st.integers(0, 2))
+    order = draw(st.lists(st.integers(0, count - 1), min_size=1, max_size=150))
+    return limit, types, min_capacity, order
+
+
+@given(instance_setups())
+def test_types_stay_within_their_budgets_and_the_instance_within_the_limit(
+    setup: tuple[int, list[tuple[int, float]], int, list[int]],
+) -> None:
+    limit, types, min_capacity, order = setup
+    lim = limits(tpm=limit)
+    avg = sum(e for e, _ in types) / len(types)
+    committed = [0] * len(types)
+    in_flight = [0] * len(types)
+    for t in order:
+        estimate, ratio = types[t]
+        own = sum(committed)
+        pool = compute_pool(
+            lim, snapshot(1, total=(own, 0, 0, 0), own=(own, 0, 0, 0), own_inflight=sum(in_flight)), avg, 1
+        )
+        type_use = TypeUse((committed[t], 0, committed[t], 0), in_flight[t], in_flight[t])
+        room = pool.rates[0]
+        assert room is not None
+        if may_take(pool, ratio, type_use, estimate, 0, min_capacity, None) and estimate <= room:
+            committed[t] += estimate
+            in_flight[t] += 1
+    assert sum(committed) <= limit
+    for (estimate, ratio), used in zip(types, committed, strict=True):
+        assert used <= max(scaled(limit, ratio), min_capacity * estimate)

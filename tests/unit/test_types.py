@@ -1,0 +1,43 @@
+"""Plain data: the ledger's reply layout and the small value types."""
+
+from __future__ import annotations
+
+from rlservice.types import Estimate, ModelLimits, Snapshot, Usage
+
+from .helpers import limits
+
+
+def test_snapshot_follows_the_ledger_state_layout() -> None:
+    # {minute_window, day_window, n, minute: total t/r, retired t/r, own t/r, day: the same,
+    #  inflight_total, own_inflight}, as model_state() in lib.lua builds it.
+    state = [100, 200, 3, 11, 12, 13, 14, 15, 16, 21, 22, 23, 24, 25, 26, 31, 32]
+    snap = Snapshot.from_reply(7, 1_000, state)
+    assert (snap.seq, snap.now_ms) == (7, 1_000)
+    assert (snap.minute_window, snap.day_window, snap.instances) == (100, 200, 3)
+    assert snap.total == (11, 12, 21, 22)
+    assert snap.retired == (13, 14, 23, 24)
+    assert snap.own == (15, 16, 25, 26)
+    assert (snap.inflight_total, snap.own_inflight) == (31, 32)
+
+
+def test_empty_snapshot_is_one_idle_instance() -> None:
+    snap = Snapshot.empty()
+    assert snap.instances == 1
+    assert snap.total == snap.retired == snap.own == (0, 0, 0, 0)
+    assert (snap.inflight_total, snap.own_inflight, snap.seq) == (0, 0, 0)
+
+
+def test_which_windows_a_model_tracks() -> None:
+    assert limits(tpm=1).tracks_minute and not limits(tpm=1).tracks_day
+    assert limits(rpd=1).tracks_day and not limits(rpd=1).tracks_minute
+    assert limits(rpm=1, tpd=1).tracks_minute and limits(rpm=1, tpd=1).tracks_day
+    concurrent_only = ModelLimits(rates=(None, None, None, None), max_concurrent=5)
+    assert not concurrent_only.tracks_minute and not concurrent_only.tracks_day
+
+
+def test_estimate_per_dimension() -> None:
+    assert Estimate(tokens=10_000, requests=3).per_dim() == (10_000, 3, 10_000, 3)
+
+
+def test_tokens_are_input_plus_output_plus_cached() -> None:
+    assert Usage(request_count=1, input_tokens=1_200, output_tokens=300, cached_tokens=50).tokens == 1_550
