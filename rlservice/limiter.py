@@ -638,6 +638,8 @@ class Limiter:
         use = model.usage[jt.name]
         use.in_flight -= 1
         jt.in_flight -= 1
+        # An overage reported after its window closed belongs to the window the ledger is in now.
+        use.roll(model.snapshot.minute_window, model.snapshot.day_window)
         if not closed.expired and closed.outcome is not Outcome.FAILED_UNKNOWN_USAGE:
             use.settle(
                 lease.minute_window,
@@ -709,10 +711,15 @@ class Limiter:
     def rebalance(self) -> bool:
         """One local rebalancing cycle; wakes waiters when ratios moved."""
         self._releases_since_rebalance = 0
-        loads = {}
-        for jt in self.job_types.values():
-            waiting = sum(len(m.queues[jt.name]) for m in self.models.values())
-            loads[jt.name] = load_of(jt.in_flight, waiting, self._allocated_total(jt))
+        # A type's load is that of its busiest model: queued on one model's budget is busy, even
+        # with room on models it has not reached yet.
+        loads = {
+            jt.name: max(
+                load_of(m.usage[jt.name].in_flight, len(m.queues[jt.name]), self._allocated(m, jt))
+                for m in self.models.values()
+            )
+            for jt in self.job_types.values()
+        }
         ratios = {n: jt.ratio for n, jt in self.job_types.items()}
         flexible = {n: jt.flexible for n, jt in self.job_types.items()}
         new = rebalance(ratios, flexible, loads, self.settings.ratio_adjustment)
@@ -726,9 +733,6 @@ class Limiter:
 
     def _allocated(self, model: ModelState, jt: JobType) -> int:
         return allocated_slots(self.pool(model), jt.ratio, self.settings.min_job_type_capacity, self._memory_slots(jt))
-
-    def _allocated_total(self, jt: JobType) -> int:
-        return sum(self._allocated(m, jt) for m in self.models.values())
 
     # ----- GetAllocation ---------------------------------------------------------------------
 
