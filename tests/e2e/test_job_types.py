@@ -62,6 +62,7 @@ async def test_flexible_types_rebalance_by_load_and_waiters_wake_on_the_new_rati
         return alloc if ratios["flexJobA"] > 0.45 else None
 
     alloc = await eventually(moved, timeout=20, what="flexJobA's ratio to grow")
+    assert alloc is not None
     ratios = {n: s.current_ratio for n, s in alloc.job_types.items()}
     assert ratios["flexJobB"] < 1 / 3 and ratios["flexJobC"] < 1 / 3
     assert min(ratios.values()) >= 0.01
