@@ -143,18 +143,51 @@ async def test_a_cancelled_acquire_leaves_the_queue_and_holds_nothing(harness: H
 
 
 async def test_health_and_reflection(harness: Harness, port: int) -> None:
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "ratelimit.v1.RateLimiter"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        replies = [r async for r in refl.ServerReflectionInfo(iter([request]))]
-        names = {s.name for s in replies[0].list_services_response.service}
-        assert {"ratelimit.v1.RateLimiter", "grpc.health.v1.Health"} <= names
+    names = await reflected_services(f"127.0.0.1:{port}")
+    assert {"ratelimit.v1.RateLimiter", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(
+        names
+    )
+    assert names["ratelimit.v1.RateLimiter"] >= {"Acquire", "Release", "ExtendLease", "GetAllocation"}
+    assert names["grpc.health.v1.Health"] >= {"Check", "Watch"}
+
+
+async def test_the_proxy_answers_reflection_for_every_service(harness: Harness) -> None:
+    infra = harness.boot_infrastructure("slotCalculation")
+    names = await reflected_services(infra.proxy.address)
+    assert names["ratelimit.v1.RateLimiter"] >= {"Acquire", "Release", "ExtendLease", "GetAllocation"}
+    assert "grpc.health.v1.Health" in names
+
+
+async def reflected_services(address: str) -> dict[str, set[str]]:
+    """What `grpcurl list` and `describe` see: every service and, from its descriptor, its methods."""
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        listing = [
+            r async for r in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        ]
+        out: dict[str, set[str]] = {}
+        for service in listing[0].list_services_response.service:
+            request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=service.name)
+            replies = [r async for r in stub.ServerReflectionInfo(iter([request]))]
+            files = replies[0].file_descriptor_response.file_descriptor_proto
+            assert files, f"no descriptor for {service.name}"
+            methods: set[str] = set()
+            for raw in files:
+                proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
+                for svc in proto.service:
+                    if f"{proto.package}.{svc.name}" == service.name:
+                        methods |= {m.name for m in svc.method}
+            assert methods, f"{service.name} is not described"
+            out[service.name] = methods
+        return out
 
 
 async def test_redis_down_means_unavailable_and_not_serving(harness: Harness, tmp_path: Path) -> None:
