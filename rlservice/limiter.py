@@ -13,18 +13,19 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .backend.ledger import AcquireReply, ClosedLease, Ledger, LedgerUnavailable, NotRegistered, OpenLease
 from .capacity.leases import Lease, LeaseTable
-from .capacity.pools import NO_PENDING, Pending, Pool, compute_pool
+from .capacity.pools import Pool
 from .capacity.shares import TypeUse, allocated_slots, load_of, may_take, memory_slots, rebalance
+from .capacity.state import JobType, ModelState, Reservation
 from .capacity.usage import TypeUsage
 from .capacity.waiting import Waiter, WaitQueue
 from .capacity.windows import default_wait_ms, next_minute_boundary
 from .config import Pricing, Settings
 from .errors import DeadlineExceeded, Exhausted, NotFound, Unavailable
+from .results import AllocationReport, Grant, ReleaseResult, TypeOnModel, TypeReport
 from .types import ModelLimits, Outcome, Snapshot, Usage
 
 log = logging.getLogger(__name__)
@@ -32,91 +33,6 @@ log = logging.getLogger(__name__)
 # Redis time moves on by a little after a boundary before the new window is read.
 _BOUNDARY_SLACK_S = 0.02
 _REVOKE_RETRY_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """A local claim on a job type's share, made before the ledger is asked."""
-
-    minute_window: int
-    day_window: int
-
-
-@dataclass(slots=True)
-class JobType:
-    name: str
-    tokens: int
-    requests: int
-    memory_kb: int | None
-    flexible: bool
-    initial_ratio: float
-    ratio: float
-    max_wait_ms: dict[str, int]
-    in_flight: int = 0
-
-
-@dataclass(slots=True)
-class ModelState:
-    name: str
-    limits: ModelLimits
-    pricing: Pricing
-    snapshot: Snapshot
-    own_seq: int = 0
-    pending: Pending = NO_PENDING
-    usage: dict[str, TypeUsage] = field(default_factory=dict)
-    queues: dict[str, WaitQueue[Reservation]] = field(default_factory=dict)
-    _pool: Pool | None = None
-
-    def invalidate(self) -> None:
-        self._pool = None
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    lease_id: str
-    model: str
-    models_tried: tuple[str, ...]
-    tokens: int
-    requests: int
-    waited_ms: int
-    expires_at_ms: int
-    instance_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseResult:
-    closed: ClosedLease
-    cost_usd: float
-
-
-@dataclass(frozen=True, slots=True)
-class TypeOnModel:
-    allocated_slots: int
-    in_flight: int
-    window_used: int
-    waiting: int
-    overages: int
-
-
-@dataclass(frozen=True, slots=True)
-class TypeReport:
-    current_ratio: float
-    initial_ratio: float
-    flexible: bool
-    in_flight: int
-    allocated_slots: int
-    waiting: int
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationReport:
-    instance_id: str
-    instance_count: int
-    pools: dict[str, Pool]
-    job_types: dict[str, TypeReport]
-    model_job_types: dict[str, dict[str, TypeOnModel]]
-    memory_capacity_kb: int
-    active_leases: int
 
 
 def _limits(settings: Settings) -> dict[str, ModelLimits]:
@@ -218,7 +134,7 @@ class Limiter:
             model = self.models.get(name)
             if model is not None:
                 self._clock(snap.now_ms)
-                self._apply(model, snap, own=True)
+                model.apply(snap, own=True)
         self._schedule_boundary()
         self._pump_all()
 
@@ -261,36 +177,8 @@ class Limiter:
 
     # ----- ledger state ----------------------------------------------------------------------
 
-    def _apply(self, model: ModelState, snap: Snapshot, own: bool) -> None:
-        """Applies a ledger state unless a newer one is already known. The instance's own fields
-        come only from states read for this instance, tracked by their own sequence number."""
-        cur = model.snapshot
-        newer = snap.seq >= cur.seq
-        newer_own = own and snap.seq >= model.own_seq
-        if not newer and not newer_own:
-            return
-        base = snap if newer else cur
-        src = snap if newer_own else cur
-        if newer_own:
-            model.own_seq = snap.seq
-        own_vals = list(src.own)
-        if src.minute_window != base.minute_window:
-            own_vals[0] = own_vals[1] = 0
-        if src.day_window != base.day_window:
-            own_vals[2] = own_vals[3] = 0
-        model.snapshot = replace(
-            base,
-            own=(own_vals[0], own_vals[1], own_vals[2], own_vals[3]),
-            own_inflight=src.own_inflight,
-        )
-        model.invalidate()
-
     def pool(self, model: ModelState) -> Pool:
-        if model._pool is None:
-            model._pool = compute_pool(
-                model.limits, model.snapshot, self._avg_tokens, self._avg_requests, model.pending
-            )
-        return model._pool
+        return model.pool(self._avg_tokens, self._avg_requests)
 
     def on_event(self, event: dict[str, Any]) -> None:
         """An event published by any instance's script (this one's included)."""
@@ -304,7 +192,7 @@ class Limiter:
         for name, state in event.get("s", {}).items():
             model = self.models.get(name)
             if model is not None:
-                self._apply(model, Snapshot.from_reply(seq, now, state), own=owner == self.instance_id)
+                model.apply(Snapshot.from_reply(seq, now, state), own=owner == self.instance_id)
                 touched.append(model)
         for raw in event.get("c", ()):
             if raw.get("i") == self.instance_id:
@@ -467,7 +355,7 @@ class Limiter:
             reply = await self._ledger_acquire(model, jt, job_id, "", ttl_ms, peek=True)
             if reply.existing is not None:
                 return reply.existing, False
-            self._apply(model, reply.snapshot, own=True)
+            model.apply(reply.snapshot, own=True)
             res = self._reserve(model, jt) if not len(queue) else None
         waiter: Waiter[Reservation] | None = None
         # Whether the waiter's current reservation has been taken over by this coroutine.
@@ -537,7 +425,7 @@ class Limiter:
         self, model: ModelState, jt: JobType, res: Reservation, job_id: str, lease_id: str, reply: AcquireReply
     ) -> Lease | OpenLease | None:
         model.pending = model.pending.add(-jt.tokens, -jt.requests, -1)
-        self._apply(model, reply.snapshot, own=True)
+        model.apply(reply.snapshot, own=True)
         if reply.status != "granted":
             self._unreserve(model, jt, res, pending=False)
             if reply.existing is not None:
@@ -579,7 +467,7 @@ class Limiter:
             if reply.status != "unknown":
                 model = self.models.get(reply.closed.model) if reply.closed else None
                 if model is not None and reply.snapshot is not None:
-                    self._apply(model, reply.snapshot, own=True)
+                    model.apply(reply.snapshot, own=True)
                     self._pump(model)
                 return
 
@@ -612,7 +500,7 @@ class Limiter:
             log.info("lease %s expired unreleased; its estimate stays committed", lease_id)
             model = self.models.get(reply.closed.model)
             if model is not None and reply.snapshot is not None:
-                self._apply(model, reply.snapshot, own=True)
+                model.apply(reply.snapshot, own=True)
         if reply.closed is not None:
             self._settle_closed(reply.closed)
         else:
@@ -683,7 +571,7 @@ class Limiter:
         model = self.models.get(closed.model)
         if reply.status == "released" and model is not None and reply.snapshot is not None:
             self._clock(reply.snapshot.now_ms)
-            self._apply(model, reply.snapshot, own=closed.owner == self.instance_id)
+            model.apply(reply.snapshot, own=closed.owner == self.instance_id)
             self._pump(model)
         if closed.owner == self.instance_id:
             self._settle_closed(closed)

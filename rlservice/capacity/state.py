@@ -1,0 +1,79 @@
+"""An instance's local state: its job types and, per model, the ledger's view plus local accounting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+from ..config import Pricing
+from ..types import ModelLimits, Snapshot
+from .pools import NO_PENDING, Pending, Pool, compute_pool
+from .usage import TypeUsage
+from .waiting import WaitQueue
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A local claim on a job type's share, made before the ledger is asked."""
+
+    minute_window: int
+    day_window: int
+
+
+@dataclass(slots=True)
+class JobType:
+    name: str
+    tokens: int
+    requests: int
+    memory_kb: int | None
+    flexible: bool
+    initial_ratio: float
+    ratio: float
+    max_wait_ms: dict[str, int]
+    in_flight: int = 0
+
+
+@dataclass(slots=True)
+class ModelState:
+    name: str
+    limits: ModelLimits
+    pricing: Pricing
+    snapshot: Snapshot
+    own_seq: int = 0
+    pending: Pending = NO_PENDING
+    usage: dict[str, TypeUsage] = field(default_factory=dict)
+    queues: dict[str, WaitQueue[Reservation]] = field(default_factory=dict)
+    _pool: Pool | None = None
+
+    def invalidate(self) -> None:
+        self._pool = None
+
+    def apply(self, snap: Snapshot, own: bool) -> None:
+        """Applies a ledger state unless a newer one is already known. The instance's own fields
+        come only from states read for this instance, tracked by their own sequence number."""
+        cur = self.snapshot
+        newer = snap.seq >= cur.seq
+        newer_own = own and snap.seq >= self.own_seq
+        if not newer and not newer_own:
+            return
+        base = snap if newer else cur
+        src = snap if newer_own else cur
+        if newer_own:
+            self.own_seq = snap.seq
+        own_vals = list(src.own)
+        if src.minute_window != base.minute_window:
+            own_vals[0] = own_vals[1] = 0
+        if src.day_window != base.day_window:
+            own_vals[2] = own_vals[3] = 0
+        self.snapshot = replace(
+            base,
+            own=(own_vals[0], own_vals[1], own_vals[2], own_vals[3]),
+            own_inflight=src.own_inflight,
+        )
+        self._pool = None
+
+    def pool(self, avg_tokens: Fraction, avg_requests: Fraction) -> Pool:
+        """What this instance may still take on the model, attempts on their way included."""
+        if self._pool is None:
+            self._pool = compute_pool(self.limits, self.snapshot, avg_tokens, avg_requests, self.pending)
+        return self._pool
