@@ -53,5 +53,6 @@ for k, kind in ipairs(KINDS) do
 end
 st[16] = st[16] + 1
 st[17] = st[17] + 1
-if tight(lim, st) then publish(inst, {q = seq, k = 'acquire', s = {[model] = st}}) end
+-- Alone, or with room for everyone's share left, nobody else's pool moved.
+if st[3] > 1 and tight(lim, st) then publish(inst, {q = seq, k = 'acquire', s = {[model] = st}}) end
 return {'granted', seq, now, st, expires}

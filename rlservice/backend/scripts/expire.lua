@@ -8,9 +8,9 @@ if not raw then return {'unknown'} end
 local rec = cjson.decode(raw)
 if rec.closed then return {'closed', raw} end
 if rec.x > now then return {'extended', rec.x} end
-local closed = close_lease(id, rec, 3, 0, 0, 0, 0, now, true)
+local lim = limits_of(rec.m) or NO_LIMITS
+local closed, closed_raw = close_lease(id, rec, 3, 0, 0, 0, 0, now, true, lim)
 local seq = bump()
-local lim = limits_of(rec.m) or {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 local st = model_state(rec.m, lim, rec.i, now)
 publish(ARGV[2], {q = seq, k = 'release', o = rec.i, s = {[rec.m] = st}, c = {closed}})
-return {'expired', seq, now, st, cjson.encode(closed)}
+return {'expired', seq, now, st, closed_raw}

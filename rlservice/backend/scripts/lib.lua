@@ -135,10 +135,12 @@ local function bump() return redis.call('INCR', K_SEQ) end
 local function publish(origin, msg) redis.call('PUBLISH', K_EVENTS, origin .. ' ' .. cjson.encode(msg)) end
 
 -- Closes an open lease: adjusts the windows by actual usage (outcome 1 or 2), frees its concurrency
--- slot and returns the closed record, which answers any later Release of the same lease.
+-- slot and returns the closed record (and its JSON), which answers any later Release of the lease.
 -- Usage in a window that has closed is never refunded; an overage is then charged to the current one.
-local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, expired)
-  local lim = limits_of(rec.m) or {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
+local NO_LIMITS = {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
+
+local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, expired, lim)
+  lim = lim or limits_of(rec.m) or NO_LIMITS
   local dt, dr = 0, 0
   if outcome ~= 3 then
     dt = in_t + out_t + cached_t - rec.t
@@ -170,11 +172,12 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
     ot = math.max(dt, 0), ['or'] = math.max(dr, 0),
     ['in'] = in_t, out = out_t, cached = cached_t, req = req,
   }
-  redis.call('SET', lkey(id), cjson.encode(closed), 'PX', CLOSED_TTL)
+  local raw = cjson.encode(closed)
+  redis.call('SET', lkey(id), raw, 'PX', CLOSED_TTL)
   redis.call('ZREM', K_LEXP, id)
   -- While a lease is open its job id points to it alone.
   if rec.jid ~= '' then redis.call('DEL', jkey(rec.jid)) end
-  return closed
+  return closed, raw
 end
 
 -- Removes an instance: its open leases close with unknown usage, what it committed in the current

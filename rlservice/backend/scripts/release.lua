@@ -8,10 +8,13 @@ local raw = redis.call('GET', lkey(id))
 if not raw then return {'unknown'} end
 local rec = cjson.decode(raw)
 if rec.closed then return {'closed', raw} end
-local closed = close_lease(id, rec, outcome, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
-                           tonumber(ARGV[6]), now, false)
+local lim = limits_of(rec.m) or NO_LIMITS
+local closed, closed_raw = close_lease(id, rec, outcome, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+                                       tonumber(ARGV[6]), now, false, lim)
 local seq = bump()
-local lim = limits_of(rec.m) or {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 local st = model_state(rec.m, lim, rec.i, now)
-publish(ARGV[8], {q = seq, k = 'release', o = rec.i, s = {[rec.m] = st}, c = {closed}})
-return {'released', seq, now, st, cjson.encode(closed)}
+-- A lone instance releasing its own lease has the same news in this reply.
+if st[3] > 1 or rec.i ~= ARGV[8] then
+  publish(ARGV[8], {q = seq, k = 'release', o = rec.i, s = {[rec.m] = st}, c = {closed}})
+end
+return {'released', seq, now, st, closed_raw}
