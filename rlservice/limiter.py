@@ -528,24 +528,26 @@ class Limiter:
         jt.in_flight -= 1
         # An overage reported after its window closed belongs to the window the ledger is in now.
         use.roll(model.snapshot.minute_window, model.snapshot.day_window)
-        if not closed.expired and closed.outcome is not Outcome.FAILED_UNKNOWN_USAGE:
+        actual = closed.actual
+        if closed.outcome is not Outcome.FAILED_UNKNOWN_USAGE:
             use.settle(
                 lease.minute_window,
                 lease.day_window,
-                closed.actual.tokens - lease.tokens,
-                closed.actual.request_count - lease.requests,
+                actual.tokens - lease.tokens,
+                actual.request_count - lease.requests,
             )
-        if closed.overage_tokens or closed.overage_requests:
-            use.overages += 1
-            log.warning(
-                "overage: job type %s on %s estimated %d tokens / %d requests, used %d / %d",
-                jt.name,
-                model.name,
-                lease.tokens,
-                lease.requests,
-                closed.actual.tokens,
-                closed.actual.request_count,
-            )
+            # Counted whatever the model limits, so that estimates can be tuned from it.
+            if actual.tokens > lease.tokens or actual.request_count > lease.requests:
+                use.overages += 1
+                log.warning(
+                    "overage: job type %s on %s estimated %d tokens / %d requests, used %d / %d",
+                    jt.name,
+                    model.name,
+                    lease.tokens,
+                    lease.requests,
+                    actual.tokens,
+                    actual.request_count,
+                )
         self._releases_since_rebalance += 1
         if self._releases_since_rebalance >= self.settings.ratio_adjustment.releases_per_adjustment:
             self.rebalance()

@@ -253,3 +253,13 @@ async def test_waiters_wake_at_the_minute_boundary_and_late_releases_refund_noth
     totals = {key.decode(): int(client.hget(key, "t") or 0) for key in client.scan_iter(match="{rl}:w:scale-model:m:*")}
     # The closed window keeps every estimate; the new one has the waiter's estimate plus the late overage.
     assert sorted(totals.values()) == [15_000, 100_000]
+
+
+async def test_a_concurrency_only_model_adjusts_nothing_but_counts_overages(harness: Harness) -> None:
+    port = harness.boot_instance(0, "expiry").port
+    lease = await harness.acquire(port, "work")
+    reply = await harness.release(port, lease.lease_id, actual=used(25_000))
+    assert (reply.refunded_tokens, reply.overage_tokens, reply.same_window) == (0, 0, True)
+    alloc = await harness.allocation(port)
+    assert alloc.model_job_types["conc-model"].job_types["work"].overages == 1
+    assert alloc.allocation.pools["conc-model"].max_concurrent == 4

@@ -137,6 +137,7 @@ local function publish(origin, msg) redis.call('PUBLISH', K_EVENTS, origin .. ' 
 -- Closes an open lease: adjusts the windows by actual usage (outcome 1 or 2), frees its concurrency
 -- slot and returns the closed record (and its JSON), which answers any later Release of the lease.
 -- Usage in a window that has closed is never refunded; an overage is then charged to the current one.
+-- A model with no rate windows (concurrency only) has nothing to refund or charge.
 local NO_LIMITS = {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 
 local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, expired, lim)
@@ -146,9 +147,10 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
     dt = in_t + out_t + cached_t - rec.t
     dr = req - rec.r
   end
-  local same, refunded = true, false
+  local same, refunded, tracked = true, false, false
   for _, kind in ipairs(KINDS) do
     if tracks(lim, kind) then
+      tracked = true
       local cur = math.floor(now / kind.size)
       if cur == rec[kind.field] then
         if dt ~= 0 or dr ~= 0 then add_committed(rec.m, kind, cur, rec.i, dt, dr) end
@@ -169,7 +171,7 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
     closed = 1, id = id, i = rec.i, m = rec.m, j = rec.j, jid = rec.jid, mw = rec.mw, dw = rec.dw,
     t = rec.t, r = rec.r, o = outcome, same = same and 1 or 0, expired = expired and 1 or 0,
     rt = refunded and math.max(-dt, 0) or 0, rr = refunded and math.max(-dr, 0) or 0,
-    ot = math.max(dt, 0), ['or'] = math.max(dr, 0),
+    ot = tracked and math.max(dt, 0) or 0, ['or'] = tracked and math.max(dr, 0) or 0,
     ['in'] = in_t, out = out_t, cached = cached_t, req = req,
   }
   local raw = cjson.encode(closed)
