@@ -26,6 +26,8 @@ from rlclient import (
 from rlclient._proto import ratelimit_pb2 as pb
 from rlclient._proto import ratelimit_pb2_grpc as pb_grpc
 
+from rllocal.processes import poll_until
+
 from .harness import Harness
 
 GPT = "openai/gpt-5.2"
@@ -34,13 +36,6 @@ OSS = "deepinfra/gpt-oss-20b"
 SUMMARY_TOKENS = 10_000
 Resp = TypeVar("Resp")
 QUICK_RETRY = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.02)
 
 
 async def async_wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
@@ -56,7 +51,7 @@ def room_in_minute_window(margin_s: float = 3.0) -> None:
     Refunds apply only to a release in the window the lease was acquired in; a test that checks
     refund numbers must not straddle a minute boundary.
     """
-    wait_for(lambda: 0.2 < time.time() % 60 < 60 - margin_s, margin_s + 1, "room in the minute window")
+    poll_until(lambda: 0.2 < time.time() % 60 < 60 - margin_s, margin_s + 1, what="room in the minute window")
 
 
 @pytest.fixture
@@ -142,7 +137,7 @@ def test_keepalive_holds_a_short_lease_past_its_ttl(client: RateLimitClient) -> 
     lapsing = client.acquire("summary", lease_ttl_ms=1000, timeout=10)
     first_expiry = kept.expires_at_ms
     # The lease without keepalive is the control: the service really expires a 1 s lease.
-    wait_for(lambda: client.allocation().active_leases <= 1, 10, "the lease without keepalive to expire")
+    poll_until(lambda: client.allocation().active_leases <= 1, 10, what="the lease without keepalive to expire")
     assert client.allocation().active_leases == 1, "the kept lease expired too"
     assert time.time() * 1000 > first_expiry
     assert kept.expires_at_ms > first_expiry
