@@ -136,3 +136,24 @@ async def test_in_flight_and_window_use_per_type_and_model(harness: Harness) -> 
     await harness.release(port, a.lease_id, actual=pb.Usage(request_count=1, input_tokens=2500))
     rows = (await harness.allocation(port)).model_job_types["model-alpha"].job_types
     assert (rows["jobTypeA"].in_flight, rows["jobTypeA"].window_used) == (0, 2500)
+
+
+async def test_rebalancing_also_follows_releases_not_only_the_interval(harness: Harness) -> None:
+    # The interval is far beyond the test: only releases_per_adjustment can move the ratios.
+    overrides = {"ratio_adjustment": {"adjustment_interval_ms": 3_600_000, "releases_per_adjustment": 3}}
+    port = harness.boot_instance(0, "flexibleRatio", overrides).port
+    await harness.within_one_window(20)
+    held = [await harness.acquire(port, "flexJobA") for _ in range(3)]
+    calls = await flood(harness, port, "flexJobA", 6)
+    before = await harness.allocation(port)
+    assert before.job_types["flexJobA"].current_ratio == pytest.approx(1 / 3)
+    for lease in held:
+        await harness.release(port, lease.lease_id, actual=pb.Usage())
+
+    async def moved() -> bool:
+        return (await harness.allocation(port)).job_types["flexJobA"].current_ratio > 1 / 3 + 0.01
+
+    await eventually(moved, timeout=10, what="three releases to trigger a rebalancing")
+    for call in calls:
+        call.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)

@@ -253,6 +253,13 @@ async def test_waiters_wake_at_the_minute_boundary_and_late_releases_refund_noth
     totals = {key.decode(): int(client.hget(key, "t") or 0) for key in client.scan_iter(match="{rl}:w:scale-model:m:*")}
     # The closed window keeps every estimate; the new one has the waiter's estimate plus the late overage.
     assert sorted(totals.values()) == [15_000, 100_000]
+    # Every window key expires by itself, one window after it closes.
+    secs, micros = client.time()
+    now_ms = secs * 1000 + micros // 1000
+    for key in totals:
+        window = int(key.rsplit(":", 1)[1])
+        left_ms = int(client.pttl(key))
+        assert abs(now_ms + left_ms - (window + 2) * 60_000) < 1000
 
 
 async def test_a_concurrency_only_model_adjusts_nothing_but_counts_overages(harness: Harness) -> None:
