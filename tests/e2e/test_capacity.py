@@ -147,3 +147,45 @@ def _window_fields(harness: Harness) -> dict[bytes, bytes]:
     keys = list(client.scan_iter(match="{rl}:w:scale-model:m:*"))
     assert len(keys) == 1
     return client.hgetall(keys[0])  # type: ignore[return-value]
+
+
+async def test_global_concurrency_holds_while_an_instance_dies_under_load(harness: Harness) -> None:
+    overrides = {
+        **FAST_STALE,
+        "job_types": {t: {"max_wait_ms": {"model-gamma": 0}} for t in ("jobTypeA", "jobTypeB")},
+    }
+    ports = [harness.boot_instance(0, "slotCalc-concurrent", overrides).port for _ in range(3)]
+    await eventually(lambda: _all_have(harness, ports, "model-gamma", 33), what="33 slots each")
+    peak = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, int(harness.redis().hget("{rl}:inflight:model-gamma", "_") or 0))
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.ensure_future(sample())
+    first = await asyncio.gather(
+        *(harness.acquire(p, t) for p in ports for t in ["jobTypeA"] * 35 + ["jobTypeB"] * 15),
+        return_exceptions=True,
+    )
+    held = [r for r in first if not isinstance(r, BaseException)]
+    assert len(held) <= 99
+    harness.kill_instance(ports[2])
+    survivors = ports[:2]
+
+    async def room_again() -> bool:
+        return all([(await harness.allocation(p)).allocation.instance_count == 2 for p in survivors])
+
+    await eventually(room_again, timeout=15, what="the killed instance to go stale")
+    second = await asyncio.gather(
+        *(harness.acquire(p, t) for p in survivors for t in ["jobTypeA"] * 35 + ["jobTypeB"] * 15),
+        return_exceptions=True,
+    )
+    more = [r for r in second if not isinstance(r, BaseException)]
+    sampling = False
+    await sampler
+    assert more, "the survivors must take over the dead instance's freed slots"
+    assert peak <= 100
+    assert int(harness.redis().hget("{rl}:inflight:model-gamma", "_") or 0) <= 100
