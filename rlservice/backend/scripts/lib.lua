@@ -76,7 +76,7 @@ end
 local function dim_pool(limit, n, total, retired, own)
   if limit <= 0 then return nil end
   local share = math.floor((limit - retired) / n)
-  return math.min(share - own, limit - total), share
+  return math.min(share - own, limit - total)
 end
 
 local function pools(lim, st)
