@@ -267,20 +267,27 @@ class Limiter:
         lease = self.leases.for_job(job_id)
         if lease is not None:
             return self._grant_of(lease)
-        running = self._acquiring.get(job_id)
-        if running is not None:
-            return await asyncio.shield(running)
+        while (running := self._acquiring.get(job_id)) is not None:
+            log.info("Acquire of job %s joins the attempt already in progress", job_id)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # Either this caller was cancelled, or the one it joined was: then try on its own.
+                if not running.cancelled():
+                    raise
         if not self.registered:
             raise Unavailable("this instance is not registered with Redis yet; try again or another instance")
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         self._acquiring[job_id] = future
         try:
             grant = await self._acquire(job_id, self.job_types[job_type], models, ttl_ms, time_left_s)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as e:
-            if not future.done():
-                future.set_exception(e)
-                # Joined retries see it; nobody else must be told about an unobserved exception.
-                future.exception()
+            future.set_exception(e)
+            # Joined retries see it; nobody else must be told about an unobserved exception.
+            future.exception()
             raise
         else:
             future.set_result(grant)

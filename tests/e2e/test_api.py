@@ -269,3 +269,35 @@ async def test_concurrent_retries_of_one_job_share_one_lease(harness: Harness, p
     grants = await asyncio.gather(*(harness.acquire(port, "jobTypeB", job_id="burst") for _ in range(5)))
     assert len({g.lease_id for g in grants}) == 1
     assert (await harness.allocation(port)).active_leases == 1
+
+
+async def test_a_retry_joined_to_a_cancelled_acquire_carries_on_alone(harness: Harness) -> None:
+    port = harness.boot_instance(0, "instanceScaling").port
+    await harness.within_one_window()
+    leases = [await harness.acquire(port, "scaleJob") for _ in range(10)]
+    stub = harness.stub(port)
+    first = stub.Acquire(pb.AcquireRequest(job_id="dup", job_type="scaleJob"), timeout=30)
+
+    async def one_waiter() -> bool:
+        alloc = await harness.allocation(port)
+        return alloc.model_job_types["scale-model"].job_types["scaleJob"].waiting == 1
+
+    await eventually(one_waiter, what="the first Acquire to wait")
+    retry = asyncio.ensure_future(harness.acquire(port, "scaleJob", job_id="dup"))
+    log = harness.processes[port].log
+    await eventually(lambda: _true("job dup joins" in log.read_text()), what="the retry to join the first attempt")
+    first.cancel()
+    await eventually(lambda: _no_waiter_or_retry_waiting(harness, port, retry), what="the retry to wait alone")
+    await harness.release(port, leases[0].lease_id, actual=pb.Usage())
+    granted = await asyncio.wait_for(retry, 10)
+    assert granted.model_id == "scale-model"
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _no_waiter_or_retry_waiting(harness: Harness, port: int, retry: asyncio.Future[pb.AcquireResponse]) -> bool:
+    assert not retry.done() or retry.exception() is None, retry.exception()
+    alloc = await harness.allocation(port)
+    return alloc.model_job_types["scale-model"].job_types["scaleJob"].waiting == 1
