@@ -481,6 +481,8 @@ class Limiter:
     # ----- leases ----------------------------------------------------------------------------
 
     def _arm_expiry(self, lease: Lease) -> None:
+        if lease.timer is not None:
+            lease.timer.cancel()
         loop = asyncio.get_running_loop()
         lease.timer = loop.call_at(self._loop_time(lease.expires_at_ms), self._on_expiry, lease.lease_id)
 
@@ -517,22 +519,23 @@ class Limiter:
 
     def _forget(self, lease: Lease) -> None:
         """Drops a lease the ledger no longer holds, with no usage to account."""
+        model, _, _ = self._free_slot(lease)
+        self._pump(model)
+
+    def _free_slot(self, lease: Lease) -> tuple[ModelState, JobType, TypeUsage]:
         model = self.models[lease.model]
         jt = self.job_types[lease.job_type]
-        model.usage[jt.name].in_flight -= 1
+        use = model.usage[jt.name]
+        use.in_flight -= 1
         jt.in_flight -= 1
-        self._pump(model)
+        return model, jt, use
 
     def _settle_closed(self, closed: ClosedLease) -> None:
         """Mirrors a closed lease in the local job-type accounting, once."""
         lease = self.leases.pop(closed.lease_id)
         if lease is None:
             return
-        model = self.models[lease.model]
-        jt = self.job_types[lease.job_type]
-        use = model.usage[jt.name]
-        use.in_flight -= 1
-        jt.in_flight -= 1
+        model, jt, use = self._free_slot(lease)
         # An overage reported after its window closed belongs to the window the ledger is in now.
         use.roll(model.snapshot.minute_window, model.snapshot.day_window)
         actual = closed.actual
@@ -578,11 +581,14 @@ class Limiter:
                 "its estimate stays committed"
             )
         model = self.models.get(closed.model)
+        mine = closed.owner == self.instance_id
         if reply.status == "released" and model is not None and reply.snapshot is not None:
             self._clock(reply.snapshot.now_ms)
-            model.apply(reply.snapshot, own=closed.owner == self.instance_id)
-            self._pump(model)
-        if closed.owner == self.instance_id:
+            model.apply(reply.snapshot, own=mine)
+            if not mine:
+                self._pump(model)
+        if mine:
+            # Settling wakes the model's waiters too.
             self._settle_closed(closed)
         pricing = model.pricing if model is not None else Pricing()
         cost = pricing.cost_usd(closed.actual.input_tokens, closed.actual.cached_tokens, closed.actual.output_tokens)
@@ -598,8 +604,6 @@ class Limiter:
         lease = self.leases.get(lease_id)
         if lease is not None:
             lease.expires_at_ms = expires_at
-            if lease.timer is not None:
-                lease.timer.cancel()
             self._arm_expiry(lease)
         return expires_at
 

@@ -154,7 +154,8 @@ class Ledger:
         except (RedisError, OSError) as e:
             raise LedgerUnavailable(f"redis: {e}") from e
 
-    async def _run(self, name: str, *args: Any) -> list[Any]:
+    async def _run(self, name: str, *args: Any) -> tuple[str, list[Any]]:
+        """Runs a script; returns its status (the reply's first element, decoded) and the reply."""
         try:
             try:
                 reply = await self._exec("EVALSHA", self._sha[name], 1, self._key, *args)
@@ -164,16 +165,17 @@ class Ledger:
                 reply = await self._exec("EVALSHA", self._sha[name], 1, self._key, *args)
         except (RedisError, OSError) as e:
             raise LedgerUnavailable(f"redis: {e}") from e
-        if _text(reply[0]) == "unregistered":
+        status = _text(reply[0])
+        if status == "unregistered":
             raise NotRegistered(self.instance_id)
-        return list(reply)
+        return status, reply
 
     async def register(self, models: dict[str, ModelLimits]) -> dict[str, Snapshot]:
-        r = await self._run("register", self.instance_id, self._stale, limits_json(models))
+        _, r = await self._run("register", self.instance_id, self._stale, limits_json(models))
         return _states(int(r[1]), int(r[2]), r[3])
 
     async def heartbeat(self) -> dict[str, Snapshot]:
-        r = await self._run("heartbeat", self.instance_id, self._stale)
+        _, r = await self._run("heartbeat", self.instance_id, self._stale)
         return _states(int(r[1]), int(r[2]), r[3])
 
     async def unregister(self) -> None:
@@ -190,7 +192,7 @@ class Ledger:
         ttl_ms: int,
         peek: bool,
     ) -> AcquireReply:
-        r = await self._run(
+        status, r = await self._run(
             "acquire",
             self.instance_id,
             model,
@@ -203,7 +205,6 @@ class Ledger:
             self._stale,
             "1" if peek else "0",
         )
-        status = _text(r[0])
         if status == "unknown_model":
             raise LedgerUnavailable(f"the ledger does not know model {model!r}")
         snap = Snapshot.from_reply(int(r[1]), int(r[2]), r[3])
@@ -226,7 +227,7 @@ class Ledger:
         return AcquireReply(status, snap)
 
     async def release(self, lease_id: str, outcome: Outcome, usage: Usage) -> ReleaseReply:
-        r = await self._run(
+        status, r = await self._run(
             "release",
             lease_id,
             int(outcome),
@@ -237,17 +238,16 @@ class Ledger:
             self._stale,
             self.instance_id,
         )
-        return self._closing_reply(r)
+        return self._closing_reply(status, r)
 
     async def expire(self, lease_id: str) -> ReleaseReply:
-        r = await self._run("expire", lease_id, self.instance_id)
-        if _text(r[0]) == "extended":
+        status, r = await self._run("expire", lease_id, self.instance_id)
+        if status == "extended":
             return ReleaseReply("extended", expires_at_ms=int(r[1]))
-        return self._closing_reply(r)
+        return self._closing_reply(status, r)
 
     @staticmethod
-    def _closing_reply(r: list[Any]) -> ReleaseReply:
-        status = _text(r[0])
+    def _closing_reply(status: str, r: list[Any]) -> ReleaseReply:
         if status == "unknown":
             return ReleaseReply(status)
         if status == "closed":
@@ -257,6 +257,5 @@ class Ledger:
 
     async def extend(self, lease_id: str, ttl_ms: int) -> tuple[str, int]:
         """Returns (status, expires_at_ms); status is extended, closed or unknown."""
-        r = await self._run("extend", lease_id, ttl_ms)
-        status = _text(r[0])
+        status, r = await self._run("extend", lease_id, ttl_ms)
         return status, int(r[1]) if status == "extended" else 0
