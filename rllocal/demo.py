@@ -30,7 +30,7 @@ import uvloop
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rllocal.processes import first_line, free_port, poll_until, redis_server_binary
+from rllocal.processes import first_line, free_port, listening_port, poll_until, redis_argv, redis_server_binary
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 from rlservice.config import preset_path
@@ -96,8 +96,8 @@ class Cluster:
 
     def start_redis(self) -> Child:
         port = free_port()
-        argv = [redis_server_binary(), "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-        proc = self._popen([*argv, "--dir", str(self.workdir)], self.workdir / "redis.log", subprocess.DEVNULL)
+        argv = redis_argv(redis_server_binary(), port, self.workdir)
+        proc = self._popen(argv, self.workdir / "redis.log", subprocess.DEVNULL)
         child = Child("redis-server", proc, port)
         self.children.append(child)
         client = redis.Redis(host=HOST, port=port, socket_timeout=2)
@@ -121,10 +121,7 @@ class Cluster:
         proc = self._popen([sys.executable, "-m", module, "--port", "0", *args], log, subprocess.PIPE)
         child = Child(module, proc, 0)
         self.children.append(child)
-        line = first_line(proc, BOOT_TIMEOUT_S)
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"{module} did not start: {line!r}\n{log.read_text()[-3000:]}")
-        child.port = int(line.rsplit(":", 1)[1])
+        child.port = listening_port(module, first_line(proc, BOOT_TIMEOUT_S), log)
         return child
 
     def stop(self) -> None:

@@ -61,21 +61,7 @@ class RedisServer:
         for _ in range(5):
             self.port = free_port()
             self.proc = subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.workdir),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                redis_argv(binary, self.port, self.workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             try:
                 poll_until(self._pings, timeout=10, what="redis-server to answer PING")
@@ -103,6 +89,30 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def redis_argv(binary: str, port: int, workdir: Path) -> list[str]:
+    """A throw-away redis-server on loopback: no snapshots, no append-only file."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
+
+
+def listening_port(module: str, line: str, log: Path) -> int:
+    """The port from a server's first line, `listening on HOST:PORT`."""
+    if not line.startswith("listening on "):
+        raise RuntimeError(f"{module} did not start: {line!r}\n{log.read_text()[-3000:]}")
+    return int(line.rsplit(":", 1)[1])
 
 
 def first_line(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -137,9 +147,9 @@ def spawn_module(
             text=True,
             env={**os.environ, **(env or {})},
         )
-    line = first_line(proc, timeout)
-    if not line.startswith("listening on "):
+    try:
+        return proc, listening_port(module, first_line(proc, timeout), log)
+    except RuntimeError:
         proc.kill()
         proc.wait()
-        raise RuntimeError(f"{module} did not start: {line!r}\n{log.read_text()[-3000:]}")
-    return proc, int(line.rsplit(":", 1)[1])
+        raise
