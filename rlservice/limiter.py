@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .backend.ledger import AcquireReply, ClosedLease, Ledger, LedgerUnavailable, NotRegistered, OpenLease
+from .capacity.changes import ChangeSignal
 from .capacity.leases import Lease, LeaseTable
 from .capacity.pools import Pool
 from .capacity.shares import TypeUse, allocated_slots, load_of, may_take, memory_slots, rebalance
@@ -83,6 +84,8 @@ class Limiter:
             for name in settings.models
         }
         self.leases = LeaseTable()
+        # Pools, ratios, in-flight or waiting counts may have moved: the live view follows it.
+        self.changes = ChangeSignal()
         self._acquiring: dict[str, asyncio.Future[Grant]] = {}
         self._releases_since_rebalance = 0
         self._offset_ms = 0.0
@@ -238,6 +241,7 @@ class Limiter:
         use.in_flight += 1
         jt.in_flight += 1
         use.charge(snap.minute_window, snap.day_window, jt.tokens, jt.requests)
+        self.changes.notify()
         return Reservation(snap.minute_window, snap.day_window)
 
     def _unreserve(self, model: ModelState, jt: JobType, res: Reservation, pending: bool = True) -> None:
@@ -250,6 +254,7 @@ class Limiter:
         use.charge(res.minute_window, res.day_window, -jt.tokens, -jt.requests)
 
     def _pump(self, model: ModelState) -> None:
+        self.changes.notify()
         for name, queue in model.queues.items():
             if len(queue):
                 jt = self.job_types[name]
@@ -376,6 +381,7 @@ class Limiter:
                         return got, waiter is not None
                 if waiter is None:
                     waiter = queue.join()
+                    self.changes.notify()
                 else:
                     waiter.rearm()
                 taken = False
