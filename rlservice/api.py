@@ -40,11 +40,11 @@ def _pool(p: Pool) -> pb.Pool:
 
 def _limits(p: Pool) -> pb.Limits:
     return pb.Limits(
-        tokens_per_minute=p.shares[0],
-        requests_per_minute=p.shares[1],
-        tokens_per_day=p.shares[2],
-        requests_per_day=p.shares[3],
-        max_concurrent_requests=p.concurrent_share,
+        tokens_per_minute=p.rates[0],
+        requests_per_minute=p.rates[1],
+        tokens_per_day=p.rates[2],
+        requests_per_day=p.rates[3],
+        max_concurrent_requests=p.max_concurrent,
     )
 
 

@@ -113,6 +113,9 @@ class Settings(_Strict):
     lease_ttl_ms: PositiveInt = 300_000
     heartbeat_interval_ms: PositiveInt = 5000
     stale_after_ms: PositiveInt = 15_000
+    # While no other instance has requests waiting for a model, an instance may take beyond its
+    # share, up to what is left globally (SPEC §5).
+    lend_idle_capacity: bool = False
 
     @model_validator(mode="after")
     def _cross_references(self) -> Self:

@@ -58,8 +58,10 @@ class Usage:
 class Snapshot:
     """A model's ledger state as seen by one instance, at Redis time now_ms.
 
-    total, retired (committed by instances that left) and own are in RATE_DIMS order for the
-    current minute and day windows.
+    settled (usage of leases closed in the window), open (estimates of leases still open) and
+    own_open (this instance's open estimates) are in RATE_DIMS order for the current minute and day
+    windows. waiters counts the live instances with requests waiting for the model, own_waiting is
+    1 when this instance is one of them.
     """
 
     seq: int
@@ -67,11 +69,13 @@ class Snapshot:
     minute_window: int
     day_window: int
     instances: int
-    total: tuple[int, int, int, int]
-    retired: tuple[int, int, int, int]
-    own: tuple[int, int, int, int]
+    settled: tuple[int, int, int, int]
+    open: tuple[int, int, int, int]
+    own_open: tuple[int, int, int, int]
     inflight_total: int
     own_inflight: int
+    waiters: int = 0
+    own_waiting: int = 0
 
     @classmethod
     def from_reply(cls, seq: int, now_ms: int, state: list[int]) -> Snapshot:
@@ -82,14 +86,20 @@ class Snapshot:
             minute_window=s[0],
             day_window=s[1],
             instances=s[2],
-            total=(s[3], s[4], s[9], s[10]),
-            retired=(s[5], s[6], s[11], s[12]),
-            own=(s[7], s[8], s[13], s[14]),
+            settled=(s[3], s[4], s[9], s[10]),
+            open=(s[5], s[6], s[11], s[12]),
+            own_open=(s[7], s[8], s[13], s[14]),
             inflight_total=s[15],
             own_inflight=s[16],
+            waiters=s[17],
+            own_waiting=s[18],
         )
 
     @classmethod
-    def empty(cls, limits_known_at: int = 0) -> Snapshot:
+    def empty(cls) -> Snapshot:
         zero = (0, 0, 0, 0)
-        return cls(0, limits_known_at, 0, 0, 1, zero, zero, zero, 0, 0)
+        return cls(0, 0, 0, 0, 1, zero, zero, zero, 0, 0)
+
+    @property
+    def others_waiting(self) -> bool:
+        return self.waiters - self.own_waiting > 0

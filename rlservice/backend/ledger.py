@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -14,7 +16,8 @@ from redis.exceptions import RedisError as RedisError
 
 from ..types import ModelLimits, Outcome, Snapshot, Usage
 
-SCRIPTS = ("acquire", "release", "expire", "extend", "register", "heartbeat", "unregister")
+# Operation files, loaded after lib.lua and before main.lua into one script.
+OPS = ("acquire", "release", "expire", "extend", "register", "heartbeat", "reap", "unregister", "waiting")
 
 
 class LedgerUnavailable(Exception):
@@ -129,57 +132,128 @@ def limits_json(models: dict[str, ModelLimits]) -> str:
 
 
 class Ledger:
-    def __init__(self, redis: Redis, prefix: str, instance_id: str, stale_after_ms: int) -> None:
+    """One instance's calls to the ledger script. Concurrent calls are coalesced (group commit):
+    while MAX_CALLS script calls are in flight, the operations that arrive queue and go together in
+    the next call; an idle ledger sends each operation at once, alone."""
+
+    MAX_CALLS = 2
+    MAX_BATCH = 64
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        instance_id: str,
+        stale_after_ms: int,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
         # redis-py leaves execute_command unannotated.
         self._exec = cast(Callable[..., Awaitable[Any]], redis.execute_command)
         self._key = "{" + prefix + "}"
         self.channel = self._key + ":events"
         self.instance_id = instance_id
         self._stale = stale_after_ms
-        self._source = {name: self._script_text(name) for name in SCRIPTS}
-        self._sha: dict[str, str] = {}
+        self._source = self._script_text()
+        self._sha = ""
+        self._observe = observe
+        self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[list[Any]]]] = []
+        self._calls = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
-    def _script_text(name: str) -> str:
+    def _script_text() -> str:
         folder = resources.files(__package__).joinpath("scripts")
-        return folder.joinpath("lib.lua").read_text() + "\n" + folder.joinpath(f"{name}.lua").read_text()
+        parts = ["lib", *OPS, "main"]
+        return "\n".join(folder.joinpath(f"{name}.lua").read_text() for name in parts)
 
     async def load(self) -> None:
-        for name, text in self._source.items():
-            self._sha[name] = _text(await self._call_redis("SCRIPT", "LOAD", text))
-
-    async def _call_redis(self, *args: Any) -> Any:
         try:
-            return await self._exec(*args)
+            self._sha = _text(await self._exec("SCRIPT", "LOAD", self._source))
         except (RedisError, OSError) as e:
             raise LedgerUnavailable(f"redis: {e}") from e
 
-    async def _run(self, name: str, *args: Any) -> tuple[str, list[Any]]:
-        """Runs a script; returns its status (the reply's first element, decoded) and the reply."""
-        try:
-            try:
-                reply = await self._exec("EVALSHA", self._sha[name], 1, self._key, *args)
-            except NoScriptError:
-                # Redis restarted or flushed its script cache: load once more and retry.
-                await self.load()
-                reply = await self._exec("EVALSHA", self._sha[name], 1, self._key, *args)
-        except (RedisError, OSError) as e:
-            raise LedgerUnavailable(f"redis: {e}") from e
+    # ----- group commit ----------------------------------------------------------------------
+
+    async def _run(self, op: str, *args: Any) -> tuple[str, list[Any]]:
+        """Runs one operation; returns its status (the reply's first element, decoded) and reply."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, args, future))
+        if self._calls < self.MAX_CALLS:
+            self._send_next()
+        reply = await future
         status = _text(reply[0])
         if status == "unregistered":
             raise NotRegistered(self.instance_id)
         return status, reply
 
-    async def register(self, models: dict[str, ModelLimits]) -> dict[str, Snapshot]:
-        _, r = await self._run("register", self.instance_id, self._stale, limits_json(models))
+    def _send_next(self) -> None:
+        batch = self._queue[: self.MAX_BATCH]
+        del self._queue[: self.MAX_BATCH]
+        self._calls += 1
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[list[Any]]]]) -> None:
+        argv: list[Any] = []
+        for op, args, _ in batch:
+            argv += (op, len(args), *args)
+        started = time.perf_counter()
+        try:
+            try:
+                replies = await self._exec("EVALSHA", self._sha, 1, self._key, *argv)
+            except NoScriptError:
+                # Redis restarted or flushed its script cache: nothing ran; load once more and retry.
+                await self.load()
+                replies = await self._exec("EVALSHA", self._sha, 1, self._key, *argv)
+        except (RedisError, OSError, LedgerUnavailable) as e:
+            error = e if isinstance(e, LedgerUnavailable) else LedgerUnavailable(f"redis: {e}")
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
+            for (_, _, future), reply in zip(batch, replies, strict=True):
+                if not future.done():
+                    future.set_result(reply)
+        finally:
+            self._calls -= 1
+            if self._observe is not None:
+                self._observe(batch[0][0] if len(batch) == 1 else "batch", time.perf_counter() - started)
+            if self._queue and self._calls < self.MAX_CALLS:
+                self._send_next()
+
+    # ----- operations ------------------------------------------------------------------------
+
+    async def register(self, models: dict[str, ModelLimits]) -> dict[str, Snapshot] | None:
+        """The states after registering, or None while an earlier registration of this id is still
+        being closed (call again)."""
+        status, r = await self._run("register", self.instance_id, limits_json(models))
+        if status == "busy":
+            return None
         return _states(int(r[1]), int(r[2]), r[3])
 
-    async def heartbeat(self) -> dict[str, Snapshot]:
+    async def heartbeat(self) -> tuple[dict[str, Snapshot], bool]:
+        """The states, and whether a stale instance is still being removed (see reap)."""
         _, r = await self._run("heartbeat", self.instance_id, self._stale)
-        return _states(int(r[1]), int(r[2]), r[3])
+        return _states(int(r[1]), int(r[2]), r[3]), bool(int(r[4]))
 
-    async def unregister(self) -> None:
-        await self._run("unregister", self.instance_id)
+    async def reap(self) -> bool:
+        """One bounded step of removing a stale instance; True while more steps are needed."""
+        _, r = await self._run("reap", self._stale)
+        return bool(int(r[1]))
+
+    async def unregister(self) -> bool:
+        """One bounded step of leaving; True once this instance is gone from the ledger."""
+        status, _ = await self._run("unregister", self.instance_id)
+        return status == "ok"
+
+    async def set_waiting(self, model: str, waiting: bool) -> Snapshot:
+        """Records whether this instance has requests waiting for the model (lending stops for the
+        others while it has)."""
+        status, r = await self._run("waiting", self.instance_id, model, "1" if waiting else "0")
+        if status == "unknown_model":
+            raise LedgerUnavailable(f"the ledger does not know model {model!r}")
+        return Snapshot.from_reply(int(r[1]), int(r[2]), r[3])
 
     async def acquire(
         self,
@@ -190,6 +264,7 @@ class Ledger:
         tokens: int,
         requests: int,
         ttl_ms: int,
+        lend: bool,
         peek: bool,
     ) -> AcquireReply:
         status, r = await self._run(
@@ -202,7 +277,7 @@ class Ledger:
             tokens,
             requests,
             ttl_ms,
-            self._stale,
+            "1" if lend else "0",
             "1" if peek else "0",
         )
         if status == "unknown_model":
@@ -235,7 +310,6 @@ class Ledger:
             usage.output_tokens,
             usage.cached_tokens,
             usage.request_count,
-            self._stale,
             self.instance_id,
         )
         return self._closing_reply(status, r)

@@ -1,4 +1,5 @@
-"""What one instance may still take on a model: the fair-share formula, mirrored in lib.lua."""
+"""What one instance may take on a model (SPEC §5), mirrored from lib.lua: the reported pool, the
+two admission checks and lending."""
 
 from __future__ import annotations
 
@@ -33,15 +34,45 @@ NO_PENDING = Pending()
 
 @dataclass(frozen=True, slots=True)
 class Pool:
-    """pool: what may still be taken per dimension; share: the fair share (dynamic limit)."""
+    """One instance's view of a model; None = the dimension is not limited.
+
+    rates, max_concurrent, total_slots: the reported pool, floor(max(0, limit - settled) / N) and
+        floor(max_concurrent / N) (SPEC §5); it moves with settled usage and N only.
+    capacity, capacity_slots, concurrent_capacity: what the instance may hold in the window, which
+        its job types divide by their ratios: the pool, or while it borrows (lending on and no
+        other instance waiting) what is left globally besides the others' open leases.
+    room, concurrent_room: what it may still take now, both checks applied, attempts on their way
+        to Redis included.
+    """
 
     rates: Dims
-    shares: Dims
     max_concurrent: int | None
-    concurrent_share: int | None
     total_slots: int
-    own: tuple[int, int, int, int]
-    own_inflight: int
+    capacity: Dims
+    capacity_slots: int
+    concurrent_capacity: int | None
+    room: Dims
+    concurrent_room: int | None
+    lending: bool
+
+
+def seed_pool(limit: int, settled: int, n: int) -> int:
+    return max(0, limit - settled) // n
+
+
+def _slots(dims: Dims, conc: int | None, avg_tokens: Fraction | float, avg_requests: Fraction | float) -> int:
+    # Exact integer arithmetic on the averages' ratios: 66 requests at an average of 2.2 are 30 slots.
+    tn, td = avg_tokens.as_integer_ratio()
+    rn, rd = avg_requests.as_integer_ratio()
+    slots = []
+    for i, amount in enumerate(dims):
+        if amount is not None:
+            num, den = (tn, td) if i in TOKEN_DIMS else (rn, rd)
+            if num > 0:
+                slots.append(max(0, amount) * den // num)
+    if conc is not None:
+        slots.append(max(0, conc))
+    return min(slots) if slots else UNBOUNDED_SLOTS
 
 
 def compute_pool(
@@ -49,46 +80,48 @@ def compute_pool(
     snap: Snapshot,
     avg_tokens: Fraction | float,
     avg_requests: Fraction | float,
+    lend: bool = False,
     pending: Pending = NO_PENDING,
 ) -> Pool:
     n = max(snap.instances, 1)
+    lending = lend and not snap.others_waiting
     extra = pending.per_dim()
-    own = tuple(o + e for o, e in zip(snap.own, extra, strict=True))
     rates: list[int | None] = []
-    shares: list[int | None] = []
+    capacity: list[int | None] = []
+    room: list[int | None] = []
     for i, limit in enumerate(limits.rates):
         if limit is None:
             rates.append(None)
-            shares.append(None)
+            capacity.append(None)
+            room.append(None)
             continue
-        share = (limit - snap.retired[i]) // n
-        left = limit - snap.total[i] - extra[i]
-        rates.append(max(0, min(share - own[i], left)))
-        shares.append(max(0, share))
-    conc: int | None = None
-    conc_share: int | None = None
-    own_inflight = snap.own_inflight + pending.count
+        pool = seed_pool(limit, snap.settled[i], n)
+        own = snap.own_open[i] + extra[i]
+        left = limit - snap.settled[i] - snap.open[i] - extra[i]
+        rates.append(pool)
+        if lending:
+            capacity.append(max(0, own + left))
+            room.append(max(0, left))
+        else:
+            capacity.append(pool)
+            room.append(max(0, min(pool - own, left)))
+    conc = conc_cap = conc_room = None
     if limits.max_concurrent is not None:
-        conc_share = limits.max_concurrent // n
+        conc = limits.max_concurrent // n
+        own_inflight = snap.own_inflight + pending.count
         left = limits.max_concurrent - snap.inflight_total - pending.count
-        conc = max(0, min(conc_share - own_inflight, left))
-    # Exact integer arithmetic on the averages' ratios: 66 requests at an average of 2.2 are 30 slots.
-    tn, td = avg_tokens.as_integer_ratio()
-    rn, rd = avg_requests.as_integer_ratio()
-    slots = []
-    for i, pool in enumerate(rates):
-        if pool is not None:
-            num, den = (tn, td) if i in TOKEN_DIMS else (rn, rd)
-            if num > 0:
-                slots.append(pool * den // num)
-    if conc is not None:
-        slots.append(conc)
+        conc_cap = max(0, own_inflight + left) if lending else conc
+        conc_room = max(0, left if lending else min(conc - own_inflight, left))
+    reported: Dims = (rates[0], rates[1], rates[2], rates[3])
+    held: Dims = (capacity[0], capacity[1], capacity[2], capacity[3])
     return Pool(
-        rates=(rates[0], rates[1], rates[2], rates[3]),
-        shares=(shares[0], shares[1], shares[2], shares[3]),
+        rates=reported,
         max_concurrent=conc,
-        concurrent_share=conc_share,
-        total_slots=min(slots) if slots else UNBOUNDED_SLOTS,
-        own=(own[0], own[1], own[2], own[3]),
-        own_inflight=own_inflight,
+        total_slots=_slots(reported, conc, avg_tokens, avg_requests),
+        capacity=held,
+        capacity_slots=_slots(held, conc_cap, avg_tokens, avg_requests),
+        concurrent_capacity=conc_cap,
+        room=(room[0], room[1], room[2], room[3]),
+        concurrent_room=conc_room,
+        lending=lending,
     )

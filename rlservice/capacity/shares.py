@@ -25,16 +25,15 @@ def memory_slots(capacity_kb: int | None, ratio: float, memory_kb: int | None) -
 
 
 def allocated_slots(pool: Pool, ratio: float, min_capacity: int, mem_slots: int | None) -> int:
-    base_slots = pool.own_inflight + pool.total_slots
-    slots = max(min_capacity, scaled(base_slots, ratio))
+    slots = max(min_capacity, scaled(pool.capacity_slots, ratio))
     return slots if mem_slots is None else min(slots, mem_slots)
 
 
 @dataclass(frozen=True, slots=True)
 class TypeUse:
-    """What a job type holds locally on one model: committed per rate dimension and in flight."""
+    """What a job type holds locally on one model: open estimates per rate dimension and in flight."""
 
-    committed: tuple[int, int, int, int]
+    open: tuple[int, int, int, int]
     in_flight: int
     in_flight_all_models: int
 
@@ -48,20 +47,26 @@ def may_take(
     min_capacity: int,
     mem_slots: int | None,
 ) -> bool:
-    """Whether the job type may start one more job on the model by its local share.
+    """Whether the job type may start one more job on the model: the instance has room for it (the
+    ledger's checks, mirrored) and the type stays within its ratio of what the instance may hold.
 
-    A type holding fewer than min_capacity jobs skips the per-dimension shares (the ledger still
-    decides), so that every type keeps a foothold however small its ratio.
+    A type holding fewer than min_capacity jobs skips its per-dimension share, so that every type
+    keeps a foothold however small its ratio.
     """
     if mem_slots is not None and use.in_flight_all_models >= mem_slots:
         return False
     if use.in_flight >= allocated_slots(pool, ratio, min_capacity, mem_slots):
         return False
+    need = (tokens, requests, tokens, requests)
+    for i, room in enumerate(pool.room):
+        if room is not None and need[i] > room:
+            return False
+    if pool.concurrent_room is not None and pool.concurrent_room < 1:
+        return False
     if use.in_flight < min_capacity:
         return True
-    need = (tokens, requests, tokens, requests)
-    for i, room in enumerate(pool.rates):
-        if room is not None and use.committed[i] + need[i] > scaled(pool.own[i] + room, ratio):
+    for i, cap in enumerate(pool.capacity):
+        if cap is not None and use.open[i] + need[i] > scaled(cap, ratio):
             return False
     return True
 

@@ -60,20 +60,21 @@ class ModelState:
         src = snap if newer_own else cur
         if newer_own:
             self.own_seq = snap.seq
-        own_vals = list(src.own)
+        own_vals = list(src.own_open)
         if src.minute_window != base.minute_window:
             own_vals[0] = own_vals[1] = 0
         if src.day_window != base.day_window:
             own_vals[2] = own_vals[3] = 0
         self.snapshot = replace(
             base,
-            own=(own_vals[0], own_vals[1], own_vals[2], own_vals[3]),
+            own_open=(own_vals[0], own_vals[1], own_vals[2], own_vals[3]),
             own_inflight=src.own_inflight,
+            own_waiting=src.own_waiting,
         )
         self._pool = None
 
-    def pool(self, avg_tokens: Fraction, avg_requests: Fraction) -> Pool:
-        """What this instance may still take on the model, attempts on their way included."""
+    def pool(self, avg_tokens: Fraction, avg_requests: Fraction, lend: bool) -> Pool:
+        """What this instance may take on the model, attempts on their way to Redis included."""
         if self._pool is None:
-            self._pool = compute_pool(self.limits, self.snapshot, avg_tokens, avg_requests, self.pending)
+            self._pool = compute_pool(self.limits, self.snapshot, avg_tokens, avg_requests, lend, self.pending)
         return self._pool

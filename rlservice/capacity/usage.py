@@ -1,4 +1,4 @@
-"""Local per job type and model accounting: committed in the current windows and in flight."""
+"""Local per job type and model accounting in the current windows: open estimates and usage."""
 
 from __future__ import annotations
 
@@ -9,40 +9,54 @@ from ..types import MINUTE_DIMS
 
 @dataclass(slots=True)
 class TypeUsage:
+    """open: estimates of the type's open leases acquired in the current windows (what its share
+    is checked against); used: those estimates plus the usage of its leases settled in the current
+    windows (what GetAllocation reports). Both in RATE_DIMS order."""
+
     minute_window: int = 0
     day_window: int = 0
-    committed: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    open: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    used: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     in_flight: int = 0
     overages: int = 0
 
     def roll(self, minute_window: int, day_window: int) -> None:
-        """Moves to newer windows: what was committed in closed ones no longer counts."""
+        """Moves to newer windows: what belonged to closed ones no longer counts."""
         if minute_window > self.minute_window:
             self.minute_window = minute_window
-            self.committed[0] = self.committed[1] = 0
+            self.open[0] = self.open[1] = self.used[0] = self.used[1] = 0
         if day_window > self.day_window:
             self.day_window = day_window
-            self.committed[2] = self.committed[3] = 0
+            self.open[2] = self.open[3] = self.used[2] = self.used[3] = 0
+
+    def _current(self, i: int, minute_window: int, day_window: int) -> bool:
+        return (minute_window == self.minute_window) if i in MINUTE_DIMS else (day_window == self.day_window)
 
     def charge(self, minute_window: int, day_window: int, tokens: int, requests: int) -> None:
-        """Adds to the windows given if they are the current ones; closed windows are left alone."""
+        """Opens (or, negative, withdraws) an estimate in the windows given if they are current."""
         self.roll(minute_window, day_window)
         for i, amount in enumerate((tokens, requests, tokens, requests)):
-            window = minute_window if i in MINUTE_DIMS else day_window
-            current = self.minute_window if i in MINUTE_DIMS else self.day_window
-            if window == current:
-                self.committed[i] += amount
+            if self._current(i, minute_window, day_window):
+                self.open[i] += amount
+                self.used[i] += amount
 
-    def settle(self, minute_window: int, day_window: int, tokens: int, requests: int) -> None:
-        """Actual minus estimate at release, as the ledger applies it: in the lease's windows while
-        they are current; an overage in a closed window goes to the current one instead."""
+    def close(
+        self, minute_window: int, day_window: int, estimate: tuple[int, int], actual: tuple[int, int] | None
+    ) -> None:
+        """A lease of these windows closed, at its actual usage (None: at its estimate), as the
+        ledger settles it: in its windows while they are current; an overage in a closed window goes
+        to the current one instead."""
         self.roll(minute_window, day_window)
-        for i, delta in enumerate((tokens, requests, tokens, requests)):
-            window = minute_window if i in MINUTE_DIMS else day_window
-            current = self.minute_window if i in MINUTE_DIMS else self.day_window
-            if window == current or delta > 0:
-                self.committed[i] += delta
+        est = (estimate[0], estimate[1], estimate[0], estimate[1])
+        act = est if actual is None else (actual[0], actual[1], actual[0], actual[1])
+        for i in range(4):
+            delta = act[i] - est[i]
+            if self._current(i, minute_window, day_window):
+                self.open[i] -= est[i]
+                self.used[i] += delta
+            elif delta > 0:
+                self.used[i] += delta
 
-    def snapshot(self) -> tuple[int, int, int, int]:
-        c = self.committed
-        return (c[0], c[1], c[2], c[3])
+    def open_now(self) -> tuple[int, int, int, int]:
+        o = self.open
+        return (o[0], o[1], o[2], o[3])

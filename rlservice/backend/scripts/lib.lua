@@ -1,123 +1,99 @@
--- Loaded in front of every script body: Redis scripts cannot include each other.
--- KEYS[1] is the key prefix with its hash tag ("{rl}"); every key below shares it, so all keys live
--- in one cluster slot.
+-- The ledger's functions; the op files and main.lua follow this text in one script (Redis scripts
+-- cannot include each other). KEYS[1] is the key prefix with its hash tag ("{rl}"): every key below
+-- shares it, so all keys live in one cluster slot.
 local P = KEYS[1]
-local K_INST = P .. ':instances'
-local K_MODELS = P .. ':models'
+local K_INST = P .. ':instances'  -- ZSET instance -> last heartbeat (ms); 0 while being removed
+local K_MODELS = P .. ':models'   -- SET of model names
 local K_SEQ = P .. ':seq'
-local K_LEXP = P .. ':lexp'
+local K_LEXP = P .. ':lexp'       -- ZSET lease id -> expiry (ms)
 local K_EVENTS = P .. ':events'
 local MINUTE = 60000
 local DAY = 86400000
 -- A closed lease is kept this long so that a repeated Release gets the first answer again.
 local CLOSED_TTL = 3600000
-local SWEEP_BATCH = 256
+-- The most leases one call closes when removing an instance or sweeping expired leases.
+local BATCH = 256
+local OPS = {}
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
+local function lim_key(model) return P .. ':lim:' .. model end
+-- Per model, window kind and window: settled (st, sr) and open (ot, or) totals, and per instance
+-- open (ot:I, or:I) and settled (st:I, sr:I).
 local function wkey(model, kind, win) return P .. ':w:' .. model .. ':' .. kind .. ':' .. win end
+-- Per model: in flight in total ('_') and per instance (I); instances with waiters ('w', 'w:I').
 local function ikey(model) return P .. ':inflight:' .. model end
 local function lkey(id) return P .. ':lease:' .. id end
 local function jkey(job) return P .. ':job:' .. job end
--- Lease ids start with their instance's id and a slash, so an instance's leases can be found in the
--- expiry index without a set of its own.
-local function owned_by(id, inst) return string.sub(id, 1, #inst + 1) == inst .. '/' end
+-- The open leases of one instance, so that removing it never scans anyone else's.
+local function ilkey(inst) return P .. ':il:' .. inst end
 
--- Window kinds: minute windows carry TPM/RPM, day windows TPD/RPD.
+-- Window kinds: minute windows carry TPM/RPM, day windows TPD/RPD. w: where a state holds the
+-- window, at: where its six counters start.
 local KINDS = {
-  {name = 'm', size = MINUTE, tokens = 'tpm', requests = 'rpm', field = 'mw'},
-  {name = 'd', size = DAY, tokens = 'tpd', requests = 'rpd', field = 'dw'},
+  {name = 'm', size = MINUTE, tokens = 'tpm', requests = 'rpm', field = 'mw', w = 1, at = 4},
+  {name = 'd', size = DAY, tokens = 'tpd', requests = 'rpd', field = 'dw', w = 2, at = 10},
 }
 
 local function tracks(lim, kind) return lim[kind.tokens] > 0 or lim[kind.requests] > 0 end
 
+-- Limits of a model, 0 = not limited; nil for a model nobody registered.
 local function limits_of(model)
-  local raw = redis.call('HGET', K_MODELS, model)
-  if not raw then return nil end
-  return cjson.decode(raw)
+  local v = redis.call('HMGET', lim_key(model), 'tpm', 'rpm', 'tpd', 'rpd', 'conc')
+  if not v[1] then return nil end
+  return {tpm = tonumber(v[1]), rpm = tonumber(v[2]), tpd = tonumber(v[3]), rpd = tonumber(v[4]),
+          conc = tonumber(v[5])}
 end
+local NO_LIMITS = {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 
-local function add_committed(model, kind, win, inst, dt, dr)
-  local key = wkey(model, kind.name, win)
-  local fresh = redis.call('HINCRBY', key, 'r', dr) == dr
-  redis.call('HINCRBY', key, 't', dt)
-  redis.call('HINCRBY', key, 't:' .. inst, dt)
-  redis.call('HINCRBY', key, 'r:' .. inst, dr)
-  -- A window is kept one window past its end, then Redis drops it; setting that once is enough.
-  if fresh then redis.call('PEXPIREAT', key, (win + 2) * kind.size) end
-end
-
--- The state of a model as seen by inst (own fields are 0 for inst == ''):
--- {minute_window, day_window, n,
---  minute: total_t, total_r, retired_t, retired_r, own_t, own_r,
---  day:    total_t, total_r, retired_t, retired_r, own_t, own_r,
---  inflight_total, own_inflight}
+-- The state of a model as seen by inst (own fields are 0 for inst == ''), a flat array:
+--  1 minute window, 2 day window, 3 live instances N,
+--  4..9   minute: settled_t, settled_r, open_t, open_r, own_open_t, own_open_r
+--  10..15 day:    the same
+--  16 in flight in total, 17 own in flight, 18 instances with waiters, 19 own waiters (0/1)
 local function model_state(model, lim, inst, now)
   local st = {math.floor(now / MINUTE), math.floor(now / DAY), redis.call('ZCARD', K_INST)}
-  for k, kind in ipairs(KINDS) do
+  for _, kind in ipairs(KINDS) do
     local v = {}
     if tracks(lim, kind) then
-      v = redis.call('HMGET', wkey(model, kind.name, st[k]), 't', 'r', 'xt', 'xr', 't:' .. inst, 'r:' .. inst)
+      v = redis.call('HMGET', wkey(model, kind.name, st[kind.w]), 'st', 'sr', 'ot', 'or', 'ot:' .. inst, 'or:' .. inst)
     end
     for i = 1, 6 do st[#st + 1] = tonumber(v[i]) or 0 end
   end
-  local f = redis.call('HMGET', ikey(model), '_', inst)
-  st[#st + 1] = tonumber(f[1]) or 0
-  st[#st + 1] = tonumber(f[2]) or 0
+  local f = redis.call('HMGET', ikey(model), '_', inst, 'w', 'w:' .. inst)
+  for i = 1, 4 do st[#st + 1] = tonumber(f[i]) or 0 end
   return st
 end
 
--- What inst may still take in one dimension: its fair share of the capacity left to live instances
--- (the limit less what departed instances committed), less what it committed itself, and never more
--- than what is left globally. A limit of 0 means unlimited (nil).
-local function dim_pool(limit, n, total, retired, own)
-  if limit <= 0 then return nil end
-  local share = math.floor((limit - retired) / n)
-  return math.min(share - own, limit - total)
+-- Admission of an estimate in one dimension (limit 0 = not limited): the global cap
+-- e <= limit - (settled + open) always; the share own_open + e <= floor((limit - settled) / N)
+-- unless the instance may borrow what idle instances leave.
+local function dim_fits(limit, n, settled, open, own, e, lending)
+  if limit <= 0 then return true end
+  if e > limit - settled - open then return false end
+  return lending or own + e <= math.floor(math.max(0, limit - settled) / n)
 end
 
-local function pools(lim, st)
-  local n = math.max(st[3], 1)
-  local p = {}
-  p.tpm = dim_pool(lim.tpm, n, st[4], st[6], st[8])
-  p.rpm = dim_pool(lim.rpm, n, st[5], st[7], st[9])
-  p.tpd = dim_pool(lim.tpd, n, st[10], st[12], st[14])
-  p.rpd = dim_pool(lim.rpd, n, st[11], st[13], st[15])
-  p.conc = dim_pool(lim.conc, n, st[16], 0, st[17])
-  return p
-end
+-- Lending applies while no other live instance has waiters for the model.
+local function lending(lend, st) return lend and st[18] - st[19] <= 0 end
 
-local function fits(lim, st, est_t, est_r)
-  local p = pools(lim, st)
-  for _, d in ipairs({'tpm', 'tpd'}) do
-    if p[d] and est_t > p[d] then return false end
+local function fits(lim, st, est_t, est_r, lend)
+  local n, borrow = math.max(st[3], 1), lending(lend, st)
+  for _, kind in ipairs(KINDS) do
+    local b = kind.at
+    if not dim_fits(lim[kind.tokens], n, st[b], st[b + 2], st[b + 4], est_t, borrow) then return false end
+    if not dim_fits(lim[kind.requests], n, st[b + 1], st[b + 3], st[b + 5], est_r, borrow) then return false end
   end
-  for _, d in ipairs({'rpm', 'rpd'}) do
-    if p[d] and est_r > p[d] then return false end
+  if lim.conc > 0 then
+    if st[16] >= lim.conc then return false end
+    if not borrow and st[17] >= math.floor(lim.conc / n) then return false end
   end
-  return p.conc == nil or p.conc >= 1
-end
-
--- True when what is left globally caps some instance's pool below its fair share, i.e. when the
--- other instances' pools moved too and they must hear of it.
-local function tight(lim, st)
-  local n = math.max(st[3], 1)
-  local dims = {{lim.tpm, st[4], st[6]}, {lim.rpm, st[5], st[7]}, {lim.tpd, st[10], st[12]},
-                {lim.rpd, st[11], st[13]}, {lim.conc, st[16], 0}}
-  for _, d in ipairs(dims) do
-    if d[1] > 0 and d[1] - d[2] < math.floor((d[1] - d[3]) / n) then return true end
-  end
-  return false
+  return true
 end
 
 local function all_states(inst, now)
   local out = {}
-  local models = redis.call('HGETALL', K_MODELS)
-  for i = 1, #models, 2 do
-    out[#out + 1] = {models[i], model_state(models[i], cjson.decode(models[i + 1]), inst, now)}
+  for _, model in ipairs(redis.call('SMEMBERS', K_MODELS)) do
+    local lim = limits_of(model)
+    if lim then out[#out + 1] = {model, model_state(model, lim, inst, now)} end
   end
   return out
 end
@@ -129,35 +105,54 @@ local function states_map(now)
 end
 
 local function bump() return redis.call('INCR', K_SEQ) end
+local function seq() return tonumber(redis.call('GET', K_SEQ) or 0) end
 
 -- Every event starts with the id of the instance whose call caused it ('-' for none), so that
 -- instance can skip it without decoding: it has the same news in its script's reply.
 local function publish(origin, msg) redis.call('PUBLISH', K_EVENTS, origin .. ' ' .. cjson.encode(msg)) end
 
--- Closes an open lease: adjusts the windows by actual usage (outcome 1 or 2), frees its concurrency
--- slot and returns the closed record (and its JSON), which answers any later Release of the lease.
--- Usage in a window that has closed is never refunded; an overage is then charged to the current one.
--- A model with no rate windows (concurrency only) has nothing to refund or charge.
-local NO_LIMITS = {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
+local function hincr(key, field, by)
+  if by ~= 0 then return redis.call('HINCRBY', key, field, by) end
+end
 
+-- Settled usage charged to the current window of a kind; a window is kept one window past its
+-- end, then Redis drops it.
+local function settle(model, kind, win, inst, dt, dr)
+  local key = wkey(model, kind.name, win)
+  if redis.call('HINCRBY', key, 'st', dt) == dt then redis.call('PEXPIREAT', key, (win + 2) * kind.size) end
+  hincr(key, 'sr', dr)
+  hincr(key, 'st:' .. inst, dt)
+  hincr(key, 'sr:' .. inst, dr)
+end
+
+-- Closes an open lease: its estimate leaves the open totals of its windows and its usage is
+-- settled there (actual usage for outcomes 1 and 2, the estimate for 3: unknown usage, expiry,
+-- removal). Usage in a window that has closed is never refunded; an overage is then charged to the
+-- current window. Frees the concurrency slot and returns the closed record and its JSON, which
+-- answers any later Release of the lease.
 local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, expired, lim)
-  lim = lim or limits_of(rec.m) or NO_LIMITS
-  local dt, dr = 0, 0
-  if outcome ~= 3 then
-    dt = in_t + out_t + cached_t - rec.t
-    dr = req - rec.r
-  end
+  local act_t, act_r = rec.t, rec.r
+  if outcome ~= 3 then act_t, act_r = in_t + out_t + cached_t, req end
+  local dt, dr = act_t - rec.t, act_r - rec.r
   local same, refunded, tracked = true, false, false
   for _, kind in ipairs(KINDS) do
     if tracks(lim, kind) then
       tracked = true
       local cur = math.floor(now / kind.size)
       if cur == rec[kind.field] then
-        if dt ~= 0 or dr ~= 0 then add_committed(rec.m, kind, cur, rec.i, dt, dr) end
+        local key = wkey(rec.m, kind.name, cur)
+        hincr(key, 'ot', -rec.t)
+        hincr(key, 'or', -rec.r)
+        hincr(key, 'ot:' .. rec.i, -rec.t)
+        hincr(key, 'or:' .. rec.i, -rec.r)
+        hincr(key, 'st', act_t)
+        hincr(key, 'sr', act_r)
+        hincr(key, 'st:' .. rec.i, act_t)
+        hincr(key, 'sr:' .. rec.i, act_r)
         refunded = true
       else
         same = false
-        if dt > 0 or dr > 0 then add_committed(rec.m, kind, cur, rec.i, math.max(dt, 0), math.max(dr, 0)) end
+        if dt > 0 or dr > 0 then settle(rec.m, kind, cur, rec.i, math.max(dt, 0), math.max(dr, 0)) end
       end
     end
   end
@@ -177,60 +172,72 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
   local raw = cjson.encode(closed)
   redis.call('SET', lkey(id), raw, 'PX', CLOSED_TTL)
   redis.call('ZREM', K_LEXP, id)
+  redis.call('SREM', ilkey(rec.i), id)
   -- While a lease is open its job id points to it alone.
   if rec.jid ~= '' then redis.call('DEL', jkey(rec.jid)) end
   return closed, raw
 end
 
--- Removes an instance: its open leases close with unknown usage, what it committed in the current
--- windows stays committed (it was spent) but is retired from the fair share of the live ones.
-local function remove_instance(inst, now)
-  for _, id in ipairs(redis.call('ZRANGE', K_LEXP, 0, -1)) do
-    if owned_by(id, inst) then
-      local raw = redis.call('GET', lkey(id))
-      local rec = raw and cjson.decode(raw)
-      if rec and rec.closed == nil then
-        close_lease(id, rec, 3, 0, 0, 0, 0, now, true)
-      else
-        redis.call('ZREM', K_LEXP, id)
-      end
+-- Closes at most one batch of an instance's open leases at their estimate; true once none is left.
+local function close_batch(inst, now)
+  local key = ilkey(inst)
+  for _, id in ipairs(redis.call('SRANDMEMBER', key, BATCH)) do
+    local raw = redis.call('GET', lkey(id))
+    local rec = raw and cjson.decode(raw)
+    if rec and rec.closed == nil then
+      close_lease(id, rec, 3, 0, 0, 0, 0, now, true, limits_of(rec.m) or NO_LIMITS)
+    else
+      redis.call('SREM', key, id)
     end
   end
-  local models = redis.call('HGETALL', K_MODELS)
-  for i = 1, #models, 2 do
-    local model = models[i]
+  return redis.call('SCARD', key) == 0
+end
+
+-- The last step of a removal, once the instance holds no open lease: its per-model fields go, and
+-- N drops. Work per model, bounded by the configuration.
+local function drop_instance(inst, now)
+  for _, model in ipairs(redis.call('SMEMBERS', K_MODELS)) do
     for _, kind in ipairs(KINDS) do
-      local key = wkey(model, kind.name, math.floor(now / kind.size))
-      local v = redis.call('HMGET', key, 't:' .. inst, 'r:' .. inst)
-      if v[1] then redis.call('HINCRBY', key, 'xt', v[1]) end
-      if v[2] then redis.call('HINCRBY', key, 'xr', v[2]) end
-      redis.call('HDEL', key, 't:' .. inst, 'r:' .. inst)
+      redis.call('HDEL', wkey(model, kind.name, math.floor(now / kind.size)), 'ot:' .. inst, 'or:' .. inst)
     end
     local ik = ikey(model)
     local c = tonumber(redis.call('HGET', ik, inst) or 0)
     if c > 0 then redis.call('HINCRBY', ik, '_', -c) end
-    redis.call('HDEL', ik, inst)
+    if redis.call('HEXISTS', ik, 'w:' .. inst) == 1 then redis.call('HINCRBY', ik, 'w', -1) end
+    redis.call('HDEL', ik, inst, 'w:' .. inst)
   end
   redis.call('ZREM', K_INST, inst)
 end
 
--- Removes instances whose heartbeat is older than stale_ms and tells everyone.
-local function reap(now, stale_ms)
-  local dead = redis.call('ZRANGEBYSCORE', K_INST, '-inf', now - stale_ms)
-  if #dead == 0 then return dead end
-  for _, inst in ipairs(dead) do remove_instance(inst, now) end
-  publish('-', {q = bump(), k = 'gone', gone = dead, s = states_map(now)})
-  return dead
+-- One step of removing inst (a stale one, a restart of the same id, a clean stop): marks it as
+-- leaving (score 0: its heartbeats are refused from now on), closes one batch of its leases and,
+-- when none is left, drops it. Returns true when it is gone. Capacity stays committed while leases
+-- remain; N drops only at the end.
+local function remove_step(inst, now, origin)
+  if not redis.call('ZSCORE', K_INST, inst) then return true end
+  redis.call('ZADD', K_INST, 'XX', 0, inst)
+  local done = close_batch(inst, now)
+  if done then drop_instance(inst, now) end
+  publish(origin, {q = bump(), k = done and 'gone' or 'reap', gone = done and {inst} or nil, s = states_map(now)})
+  return done
 end
 
--- Frees leases whose expiry has passed, whoever holds them; returns their closed records.
+-- One step of removing the oldest stale instance, if any; true when more removal work is waiting.
+local function reap(now, stale_ms)
+  local dead = redis.call('ZRANGEBYSCORE', K_INST, '-inf', now - stale_ms, 'LIMIT', 0, 1)
+  if #dead == 0 then return false end
+  remove_step(dead[1], now, '-')
+  return #redis.call('ZRANGEBYSCORE', K_INST, '-inf', now - stale_ms, 'LIMIT', 0, 1) > 0
+end
+
+-- Frees at most one batch of leases whose expiry has passed, whoever holds them.
 local function sweep(now)
   local out = {}
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEXP, '-inf', now, 'LIMIT', 0, SWEEP_BATCH)) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEXP, '-inf', now, 'LIMIT', 0, BATCH)) do
     local raw = redis.call('GET', lkey(id))
     local rec = raw and cjson.decode(raw)
     if rec and rec.closed == nil then
-      out[#out + 1] = close_lease(id, rec, 3, 0, 0, 0, 0, now, true)
+      out[#out + 1] = close_lease(id, rec, 3, 0, 0, 0, 0, now, true, limits_of(rec.m) or NO_LIMITS)
     else
       redis.call('ZREM', K_LEXP, id)
     end

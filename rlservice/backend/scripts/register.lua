@@ -1,12 +1,16 @@
--- ARGV: instance, stale_ms, models_json ({model: {tpm, rpm, tpd, rpd, conc}}, 0 = unlimited)
--- Replies {'ok', seq, now, {{model, state}, ...}}
-local inst, stale_ms = ARGV[1], tonumber(ARGV[2])
-local now = now_ms()
-for model, lim in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', K_MODELS, model, cjson.encode(lim)) end
--- The same id registering again is a restart: whatever the old process held is freed first.
-if redis.call('ZSCORE', K_INST, inst) then remove_instance(inst, now) end
-reap(now, stale_ms)
-redis.call('ZADD', K_INST, now, inst)
-local seq = bump()
-publish('-', {q = seq, k = 'join', s = states_map(now)})
-return {'ok', seq, now, all_states(inst, now)}
+-- a: instance, models_json ({model: {tpm, rpm, tpd, rpd, conc}}, 0 = not limited)
+-- Replies {'ok', seq, now, {{model, state}, ...}} | {'busy'}
+-- The same id registering again is a restart: whatever the old process held is closed first, one
+-- batch a call ('busy' until that is done).
+OPS.register = function(a, now)
+  local inst = a[1]
+  if not remove_step(inst, now, '-') then return {'busy'} end
+  for model, lim in pairs(cjson.decode(a[2])) do
+    redis.call('SADD', K_MODELS, model)
+    redis.call('HSET', lim_key(model), 'tpm', lim.tpm, 'rpm', lim.rpm, 'tpd', lim.tpd, 'rpd', lim.rpd, 'conc', lim.conc)
+  end
+  redis.call('ZADD', K_INST, now, inst)
+  local q = bump()
+  publish('-', {q = q, k = 'join', s = states_map(now)})
+  return {'ok', q, now, all_states(inst, now)}
+end

@@ -1,8 +1,5 @@
--- ARGV: instance. A clean shutdown: the others re-divide at once.
-local inst = ARGV[1]
-local now = now_ms()
-if redis.call('ZSCORE', K_INST, inst) then
-  remove_instance(inst, now)
-  publish(inst, {q = bump(), k = 'gone', gone = {inst}, s = states_map(now)})
+-- a: instance. A clean stop, one batch of its leases a call: the others re-divide once it is gone.
+-- Replies {'ok'} | {'busy'}
+OPS.unregister = function(a, now)
+  return {remove_step(a[1], now, a[1]) and 'ok' or 'busy'}
 end
-return {'ok'}

@@ -1,0 +1,227 @@
+"""An instance's local state and the logic on it, with no I/O: job types, per-model ledger views,
+local reservations against the job types' shares, the wait queues and the open leases."""
+
+from __future__ import annotations
+
+import logging
+
+from ..backend.ledger import ClosedLease
+from ..capacity.changes import ChangeSignal
+from ..capacity.leases import Lease, LeaseTable
+from ..capacity.pools import Pool
+from ..capacity.shares import TypeUse, allocated_slots, load_of, may_take, memory_slots, rebalance
+from ..capacity.state import JobType, ModelState, Reservation
+from ..capacity.usage import TypeUsage
+from ..capacity.waiting import WaitQueue
+from ..config import Settings
+from ..types import ModelLimits, Outcome, Snapshot
+from .clock import RedisClock
+
+log = logging.getLogger(__name__)
+
+_LOST_KEPT = 100_000
+
+
+def model_limits(settings: Settings) -> dict[str, ModelLimits]:
+    return {
+        name: ModelLimits(
+            rates=(m.tokens_per_minute, m.requests_per_minute, m.tokens_per_day, m.requests_per_day),
+            max_concurrent=m.max_concurrent_requests,
+        )
+        for name, m in settings.models.items()
+    }
+
+
+class LocalState:
+    def __init__(self, settings: Settings, instance_id: str, memory_capacity_kb: int | None) -> None:
+        self.settings = settings
+        self.instance_id = instance_id
+        self.memory_kb = memory_capacity_kb
+        self.lend = settings.lend_idle_capacity
+        self._avg_tokens, self._avg_requests = settings.average_estimates()
+        self.model_order = settings.model_order()
+        ratios = settings.initial_ratios()
+        self.job_types = {
+            name: JobType(
+                name=name,
+                tokens=jt.estimated_tokens,
+                requests=jt.estimated_requests,
+                memory_kb=jt.estimated_memory_kb,
+                flexible=jt.ratio.flexible,
+                initial_ratio=ratios[name],
+                ratio=ratios[name],
+                max_wait_ms=dict(jt.max_wait_ms),
+            )
+            for name, jt in settings.job_types.items()
+        }
+        self.limits = model_limits(settings)
+        self.models = {
+            name: ModelState(
+                name=name,
+                limits=self.limits[name],
+                pricing=settings.models[name].pricing,
+                snapshot=Snapshot.empty(),
+                usage={jt: TypeUsage() for jt in self.job_types},
+                queues={jt: WaitQueue() for jt in self.job_types},
+            )
+            for name in settings.models
+        }
+        self.leases = LeaseTable()
+        self.clock = RedisClock()
+        # Pools, ratios, in-flight or waiting counts may have moved: the live view follows it.
+        self.changes = ChangeSignal()
+        self._releases_since_rebalance = 0
+        # Leases dropped at a new registration, remembered so that a Release of one the ledger no
+        # longer knows can say it was lost (Redis restarted empty) rather than never issued.
+        self.lost_leases: dict[str, None] = {}
+
+    # ----- ledger views ----------------------------------------------------------------------
+
+    def pool(self, model: ModelState) -> Pool:
+        return model.pool(self._avg_tokens, self._avg_requests, self.lend)
+
+    def apply_states(self, states: dict[str, Snapshot]) -> None:
+        """States read for this instance (own fields included)."""
+        for name, snap in states.items():
+            model = self.models.get(name)
+            if model is not None:
+                self.clock.sync(snap.now_ms)
+                model.apply(snap, own=True)
+        self.pump_all()
+
+    # ----- local shares ----------------------------------------------------------------------
+
+    def memory_slots(self, jt: JobType) -> int | None:
+        return memory_slots(self.memory_kb, jt.ratio, jt.memory_kb)
+
+    def allocated(self, model: ModelState, jt: JobType) -> int:
+        return allocated_slots(self.pool(model), jt.ratio, self.settings.min_job_type_capacity, self.memory_slots(jt))
+
+    def reserve(self, model: ModelState, jt: JobType) -> Reservation | None:
+        """A local claim on the job type's share of the model, or None when it has no room."""
+        snap = model.snapshot
+        use = model.usage[jt.name]
+        use.roll(snap.minute_window, snap.day_window)
+        fits = may_take(
+            self.pool(model),
+            jt.ratio,
+            TypeUse(use.open_now(), use.in_flight, jt.in_flight),
+            jt.tokens,
+            jt.requests,
+            self.settings.min_job_type_capacity,
+            self.memory_slots(jt),
+        )
+        if not fits:
+            return None
+        model.pending = model.pending.add(jt.tokens, jt.requests, 1)
+        model.invalidate()
+        use.in_flight += 1
+        jt.in_flight += 1
+        use.charge(snap.minute_window, snap.day_window, jt.tokens, jt.requests)
+        self.changes.notify()
+        return Reservation(snap.minute_window, snap.day_window)
+
+    def unreserve(self, model: ModelState, jt: JobType, res: Reservation, pending: bool = True) -> None:
+        if pending:
+            model.pending = model.pending.add(-jt.tokens, -jt.requests, -1)
+            model.invalidate()
+        use = model.usage[jt.name]
+        use.in_flight -= 1
+        jt.in_flight -= 1
+        use.charge(res.minute_window, res.day_window, -jt.tokens, -jt.requests)
+
+    def pump(self, model: ModelState) -> None:
+        """Hands reservations to the model's waiters, in order, while they fit."""
+        self.changes.notify()
+        for name, queue in model.queues.items():
+            if len(queue):
+                jt = self.job_types[name]
+                queue.wake_in_order(lambda jt=jt: self.reserve(model, jt))  # type: ignore[misc]
+
+    def pump_all(self) -> None:
+        for model in self.models.values():
+            self.pump(model)
+
+    # ----- leases ----------------------------------------------------------------------------
+
+    def free_slot(self, lease: Lease) -> tuple[ModelState, JobType, TypeUsage]:
+        model = self.models[lease.model]
+        jt = self.job_types[lease.job_type]
+        use = model.usage[jt.name]
+        use.in_flight -= 1
+        jt.in_flight -= 1
+        return model, jt, use
+
+    def forget(self, lease: Lease) -> None:
+        """Drops a lease the ledger closed at its estimate without telling this instance."""
+        model, _, use = self.free_slot(lease)
+        use.close(lease.minute_window, lease.day_window, (lease.tokens, lease.requests), None)
+        self.pump(model)
+
+    def settle_closed(self, closed: ClosedLease) -> None:
+        """Mirrors a closed lease in the local job-type accounting, once."""
+        lease = self.leases.pop(closed.lease_id)
+        if lease is None:
+            return
+        model, jt, use = self.free_slot(lease)
+        # An overage reported after its window closed belongs to the window the ledger is in now.
+        use.roll(model.snapshot.minute_window, model.snapshot.day_window)
+        actual = closed.actual
+        known = closed.outcome is not Outcome.FAILED_UNKNOWN_USAGE
+        use.close(
+            lease.minute_window,
+            lease.day_window,
+            (lease.tokens, lease.requests),
+            (actual.tokens, actual.request_count) if known else None,
+        )
+        # Counted whatever the model limits, so that estimates can be tuned from it.
+        if known and (actual.tokens > lease.tokens or actual.request_count > lease.requests):
+            use.overages += 1
+            log.warning(
+                "overage: job type %s on %s estimated %d tokens / %d requests, used %d / %d",
+                jt.name,
+                model.name,
+                lease.tokens,
+                lease.requests,
+                actual.tokens,
+                actual.request_count,
+            )
+        self._releases_since_rebalance += 1
+        if self._releases_since_rebalance >= self.settings.ratio_adjustment.releases_per_adjustment:
+            self.rebalance()
+        self.pump(model)
+        if jt.memory_kb is not None:
+            self.pump_all()
+
+    def drain_leases(self) -> None:
+        """Forgets every open lease: a new registration closes whatever the ledger still held."""
+        for lease in self.leases.drain():
+            self.lost_leases[lease.lease_id] = None
+            self.forget(lease)
+        while len(self.lost_leases) > _LOST_KEPT:
+            del self.lost_leases[next(iter(self.lost_leases))]
+
+    # ----- rebalancing -----------------------------------------------------------------------
+
+    def rebalance(self) -> bool:
+        """One local rebalancing cycle; wakes waiters when ratios moved."""
+        self._releases_since_rebalance = 0
+        # A type's load is that of its busiest model: queued on one model's budget is busy, even
+        # with room on models it has not reached yet.
+        loads = {
+            jt.name: max(
+                load_of(m.usage[jt.name].in_flight, len(m.queues[jt.name]), self.allocated(m, jt))
+                for m in self.models.values()
+            )
+            for jt in self.job_types.values()
+        }
+        ratios = {n: jt.ratio for n, jt in self.job_types.items()}
+        flexible = {n: jt.flexible for n, jt in self.job_types.items()}
+        new = rebalance(ratios, flexible, loads, self.settings.ratio_adjustment)
+        if new == ratios:
+            return False
+        for name, ratio in new.items():
+            self.job_types[name].ratio = ratio
+        log.info("ratios rebalanced: %s", {n: round(r, 4) for n, r in new.items()})
+        self.pump_all()
+        return True
