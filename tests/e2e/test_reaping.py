@@ -1,0 +1,131 @@
+"""Removing a dead instance: one bounded batch of its leases a call, its capacity committed and N
+unchanged until the last lease is closed, and the survivors finish the removal by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from redis.asyncio import Redis
+
+from rlservice.backend.ledger import Ledger
+
+from .harness import Harness, eventually
+
+MODEL = "tpm-model"
+ESTIMATE = 10_000  # the "work" job type's estimated tokens in the expiry preset
+BATCH = 256
+LEASES = 2 * BATCH + 88
+# Plenty of capacity, leases that outlive the test (no sweep interferes), quick staleness.
+ROOMY = {
+    "models": {MODEL: {"tokens_per_minute": 10**12}},
+    "escalation_order": [MODEL],
+    "lease_ttl_ms": 600_000,
+}
+INSTANCES = "{rl}:instances"
+
+
+def index_key(instance_id: str) -> str:
+    return "{rl}:il:" + instance_id
+
+
+async def open_leases(harness: Harness, port: int, count: int) -> None:
+    gate = asyncio.Semaphore(64)
+
+    async def one() -> None:
+        async with gate:
+            await harness.acquire(port, "work")
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+def committed(harness: Harness) -> tuple[int, int]:
+    """Settled and open tokens over the model's minute windows."""
+    client = harness.redis()
+    settled = opened = 0
+    for key in client.scan_iter(match=f"{{rl}}:w:{MODEL}:m:*"):
+        fields = client.hmget(key, "st", "ot")
+        settled += int(fields[0] or 0)
+        opened += int(fields[1] or 0)
+    return settled, opened
+
+
+def in_flight(harness: Harness) -> dict[str, int]:
+    raw = harness.redis().hgetall(f"{{rl}}:inflight:{MODEL}")
+    return {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
+
+
+async def test_each_reaping_call_closes_at_most_one_batch_and_reaping_finishes(harness: Harness) -> None:
+    # One minute window holds the whole test, so open and settled totals are the same window's.
+    await harness.within_one_window(20)
+    dead = harness.boot_instance(0, "expiry", ROOMY)
+    await open_leases(harness, dead.port, LEASES)
+    client = harness.redis()
+    assert client.scard(index_key(dead.instance_id)) == LEASES
+    assert committed(harness) == (0, LEASES * ESTIMATE)
+    assert in_flight(harness)["_"] == LEASES
+    harness.kill_instance(dead.port)
+
+    stale_ms = 1000
+    redis = Redis(host="127.0.0.1", port=harness.redis_server.port)
+    try:
+        ledger = Ledger(redis, "rl", "reaper", stale_ms)
+        await ledger.load()
+
+        async def stale() -> bool:
+            secs, micros = client.time()
+            score = client.zscore(INSTANCES, dead.instance_id)
+            return score is not None and score < secs * 1000 + micros // 1000 - stale_ms
+
+        await eventually(stale, timeout=10, what="the killed instance to go stale")
+        left, calls = LEASES, 0
+        while client.zscore(INSTANCES, dead.instance_id) is not None:
+            more = await ledger.reap()
+            calls += 1
+            now_left = client.scard(index_key(dead.instance_id))
+            closed = left - now_left
+            assert 0 < closed <= BATCH, f"call {calls} closed {closed} leases"
+            left = now_left
+            settled, opened = committed(harness)
+            assert settled + opened == LEASES * ESTIMATE, "a half-removed instance's capacity stays committed"
+            assert opened == left * ESTIMATE
+            assert in_flight(harness)["_"] == left
+            if left:
+                assert more
+                assert client.zcard(INSTANCES) == 1, "N drops only once the instance is gone"
+                assert client.zscore(INSTANCES, dead.instance_id) == 0
+            assert calls <= math.ceil(LEASES / BATCH)
+        assert not more
+        assert calls == math.ceil(LEASES / BATCH)
+        assert client.zcard(INSTANCES) == 0
+        assert client.scard(index_key(dead.instance_id)) == 0
+        assert committed(harness) == (LEASES * ESTIMATE, 0)
+        assert in_flight(harness) == {"_": 0}
+        assert not await ledger.reap()
+    finally:
+        await redis.aclose()
+
+
+async def test_a_survivor_finishes_the_removal_by_itself(harness: Harness) -> None:
+    survivor = harness.boot_instance(0, "expiry", ROOMY)
+    dead = harness.boot_instance(0, "expiry", ROOMY)
+
+    async def both_counted() -> bool:
+        return (await harness.allocation(survivor.port)).allocation.instance_count == 2
+
+    await eventually(both_counted, what="the survivor to see two instances")
+    own = 3
+    await open_leases(harness, survivor.port, own)
+    await open_leases(harness, dead.port, LEASES)
+    client = harness.redis()
+    assert client.scard(index_key(dead.instance_id)) == LEASES
+    harness.kill_instance(dead.port)
+
+    async def removed() -> bool:
+        alone = (await harness.allocation(survivor.port)).allocation.instance_count == 1
+        return alone and client.zcard(INSTANCES) == 1 and in_flight(harness) == {"_": own, survivor.instance_id: own}
+
+    await eventually(removed, timeout=30, what="the survivor to remove the killed instance")
+    assert client.scard(index_key(dead.instance_id)) == 0
+    assert client.scard(index_key(survivor.instance_id)) == own
+    assert client.zscore(INSTANCES, survivor.instance_id) != 0
