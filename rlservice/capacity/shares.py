@@ -31,10 +31,11 @@ def allocated_slots(pool: Pool, ratio: float, min_capacity: int, mem_slots: int 
 
 @dataclass(frozen=True, slots=True)
 class TypeUse:
-    """What a job type holds locally on one model: open estimates per rate dimension and in flight."""
+    """What a job type holds locally on one model: open estimates per rate dimension, the jobs its
+    slots count (those of the current window) and its jobs in flight on every model (memory)."""
 
     open: tuple[int, int, int, int]
-    in_flight: int
+    jobs: int
     in_flight_all_models: int
 
 
@@ -55,7 +56,7 @@ def may_take(
     """
     if mem_slots is not None and use.in_flight_all_models >= mem_slots:
         return False
-    if use.in_flight >= allocated_slots(pool, ratio, min_capacity, mem_slots):
+    if use.jobs >= allocated_slots(pool, ratio, min_capacity, mem_slots):
         return False
     need = (tokens, requests, tokens, requests)
     for i, room in enumerate(pool.room):
@@ -63,7 +64,7 @@ def may_take(
             return False
     if pool.concurrent_room is not None and pool.concurrent_room < 1:
         return False
-    if use.in_flight < min_capacity:
+    if use.jobs < min_capacity:
         return True
     for i, cap in enumerate(pool.capacity):
         if cap is not None and use.open[i] + need[i] > scaled(cap, ratio):

@@ -222,7 +222,7 @@ class Admission:
         snap = reply.snapshot
         if (snap.minute_window, snap.day_window) != (res.minute_window, res.day_window):
             use = model.usage[jt.name]
-            use.charge(res.minute_window, res.day_window, -jt.tokens, -jt.requests)
+            use.charge(res.minute_window, res.day_window, -jt.tokens, -jt.requests, -1)
             use.charge(snap.minute_window, snap.day_window, jt.tokens, jt.requests)
         lease = Lease(
             lease_id=lease_id,

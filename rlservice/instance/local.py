@@ -105,7 +105,7 @@ class LocalState:
         fits = may_take(
             self.pool(model),
             jt.ratio,
-            TypeUse(use.open_now(), use.in_flight, jt.in_flight),
+            TypeUse(use.open_now(), self.window_jobs(model, use), jt.in_flight),
             jt.tokens,
             jt.requests,
             self.settings.min_job_type_capacity,
@@ -128,7 +128,11 @@ class LocalState:
         use = model.usage[jt.name]
         use.in_flight -= 1
         jt.in_flight -= 1
-        use.charge(res.minute_window, res.day_window, -jt.tokens, -jt.requests)
+        use.charge(res.minute_window, res.day_window, -jt.tokens, -jt.requests, -1)
+
+    @staticmethod
+    def window_jobs(model: ModelState, use: TypeUsage) -> int:
+        return use.window_jobs(model.limits.tracks_minute, model.limits.tracks_day)
 
     def pump(self, model: ModelState) -> None:
         """Hands reservations to the model's waiters, in order, while they fit."""
@@ -210,7 +214,7 @@ class LocalState:
         # with room on models it has not reached yet.
         loads = {
             jt.name: max(
-                load_of(m.usage[jt.name].in_flight, len(m.queues[jt.name]), self.allocated(m, jt))
+                load_of(self.window_jobs(m, m.usage[jt.name]), len(m.queues[jt.name]), self.allocated(m, jt))
                 for m in self.models.values()
             )
             for jt in self.job_types.values()

@@ -93,7 +93,9 @@ async def test_acquire_is_idempotent_by_job_id_on_any_instance(harness: Harness)
     elsewhere = await harness.acquire(b, "jobTypeA", job_id="same-job")
     assert first.lease_id == again.lease_id == elsewhere.lease_id
     assert elsewhere.instance_id == first.instance_id
-    assert (await harness.allocation(a)).allocation.pools["model-alpha"].tokens_per_minute == 40_000
+    # One lease, held by A: an open lease moves no pool.
+    assert [(await harness.allocation(p)).active_leases for p in (a, b)] == [1, 0]
+    assert (await harness.allocation(a)).allocation.pools["model-alpha"].tokens_per_minute == 50_000
     await harness.release(a, first.lease_id)
     fresh = await harness.acquire(b, "jobTypeA", job_id="same-job")
     assert fresh.lease_id != first.lease_id
