@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from rlservice.capacity.pools import Pool
+from rlservice.capacity.pools import Dims, Pool
 from rlservice.config import Settings, load_settings, preset_path
 from rlservice.types import ModelLimits, Snapshot
 
 Quad = tuple[int, int, int, int]
 ZERO: Quad = (0, 0, 0, 0)
+UNLIMITED: Dims = (None, None, None, None)
 
 
 def snapshot(
     instances: int,
-    total: Quad = ZERO,
-    retired: Quad = ZERO,
-    own: Quad = ZERO,
+    settled: Quad = ZERO,
+    open: Quad = ZERO,
+    own_open: Quad = ZERO,
     inflight_total: int = 0,
     own_inflight: int = 0,
+    waiters: int = 0,
+    own_waiting: int = 0,
 ) -> Snapshot:
     return Snapshot(
         seq=1,
@@ -24,12 +27,19 @@ def snapshot(
         minute_window=0,
         day_window=0,
         instances=instances,
-        total=total,
-        retired=retired,
-        own=own,
+        settled=settled,
+        open=open,
+        own_open=own_open,
         inflight_total=inflight_total,
         own_inflight=own_inflight,
+        waiters=waiters,
+        own_waiting=own_waiting,
     )
+
+
+def tokens(amount: int) -> Quad:
+    """An amount in the tokens-per-minute dimension only."""
+    return (amount, 0, 0, 0)
 
 
 def limits(
@@ -55,18 +65,22 @@ def preset(name: str) -> Settings:
 
 
 def pool_of(
-    total_slots: int,
-    own_inflight: int = 0,
-    rates: tuple[int | None, int | None, int | None, int | None] = (None, None, None, None),
-    own: Quad = ZERO,
+    capacity_slots: int,
+    capacity: Dims = UNLIMITED,
+    room: Dims | None = None,
+    concurrent_room: int | None = None,
 ) -> Pool:
-    """A pool built directly, for share tests that need exact figures rather than a ledger state."""
+    """A pool built directly, for share tests that need exact figures rather than a ledger state:
+    the instance may hold capacity (capacity_slots in slots) and may still take room (by default
+    all of it)."""
     return Pool(
-        rates=rates,
-        shares=rates,
+        rates=capacity,
         max_concurrent=None,
-        concurrent_share=None,
-        total_slots=total_slots,
-        own=own,
-        own_inflight=own_inflight,
+        total_slots=capacity_slots,
+        capacity=capacity,
+        capacity_slots=capacity_slots,
+        concurrent_capacity=None,
+        room=capacity if room is None else room,
+        concurrent_room=concurrent_room,
+        lending=False,
     )

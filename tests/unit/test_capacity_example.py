@@ -9,11 +9,13 @@ import pytest
 from rlservice.capacity.pools import Pool, compute_pool
 from rlservice.capacity.shares import TypeUse, allocated_slots, load_of, may_take, rebalance, scaled
 from rlservice.config import Settings
+from rlservice.types import Snapshot
 
-from .helpers import model_limits, preset, snapshot
+from .helpers import Quad, model_limits, preset, snapshot
 
 MODELS = ("openai/gpt-5.2", "xai/grok-4.1-fast", "deepinfra/gpt-oss-20b")
 TYPES = ("summary", "VacationPlanning", "ImageCreation", "BudgetCalculation", "WeatherForecast")
+GPT = MODELS[0]
 
 
 @pytest.fixture(scope="module")
@@ -21,49 +23,59 @@ def default() -> Settings:
     return preset("default")
 
 
-def fresh_pool(settings: Settings, model: str, n: int = 2) -> Pool:
+def pool_at(settings: Settings, model: str, snap: Snapshot, lend: bool = False) -> Pool:
     avg_t, avg_r = settings.average_estimates()
-    return compute_pool(model_limits(settings, model), snapshot(n), avg_t, avg_r)
+    return compute_pool(model_limits(settings, model), snap, avg_t, avg_r, lend=lend)
+
+
+def fresh_pool(settings: Settings, model: str, lend: bool = False) -> Pool:
+    return pool_at(settings, model, snapshot(2), lend)
+
+
+def slots_of(settings: Settings, pool: Pool) -> list[int]:
+    ratios = settings.initial_ratios()
+    return [allocated_slots(pool, ratios[t], 1, None) for t in TYPES]
 
 
 def fill(
-    settings: Settings, model: str, types: tuple[str, ...], n: int = 2, ratios: dict[str, float] | None = None
-) -> dict[str, int]:
-    """Starts jobs round-robin on one instance while the others stay idle, passing both the local
-    share check and the ledger's check, until no type may start another."""
+    settings: Settings,
+    model: str,
+    types: tuple[str, ...],
+    lend: bool = False,
+    ratios: dict[str, float] | None = None,
+) -> tuple[dict[str, int], Quad]:
+    """Starts jobs round-robin on one instance while the other stays idle, as long as may_take
+    (the local share check, with the ledger's checks mirrored in the pool's room) lets one more
+    start; returns the jobs started per type and what the instance then holds."""
     lim = model_limits(settings, model)
-    avg_t, avg_r = settings.average_estimates()
     ratios = ratios or settings.initial_ratios()
-    own = [0, 0, 0, 0]
-    inflight = 0
-    committed = {t: [0, 0, 0, 0] for t in types}
+    held = [0, 0, 0, 0]
+    per_type = {t: [0, 0, 0, 0] for t in types}
     started = dict.fromkeys(types, 0)
     progress = True
     while progress:
         progress = False
         for name in types:
             jt = settings.job_types[name]
-            own_t = (own[0], own[1], own[2], own[3])
-            snap = snapshot(n, total=own_t, own=own_t, inflight_total=inflight, own_inflight=inflight)
-            pool = compute_pool(lim, snap, avg_t, avg_r)
-            c = committed[name]
-            use = TypeUse((c[0], c[1], c[2], c[3]), started[name], started[name])
-            need = (jt.estimated_tokens, jt.estimated_requests) * 2
-            ledger_ok = all(room is None or need[d] <= room for d, room in enumerate(pool.rates))
-            ledger_ok = ledger_ok and (pool.max_concurrent is None or pool.max_concurrent >= 1)
-            share_ok = may_take(pool, ratios[name], use, jt.estimated_tokens, jt.estimated_requests, 1, None)
-            if ledger_ok and share_ok:
+            own = (held[0], held[1], held[2], held[3])
+            inflight = sum(started.values())
+            snap = snapshot(2, open=own, own_open=own, inflight_total=inflight, own_inflight=inflight)
+            pool = pool_at(settings, model, snap, lend)
+            mine = per_type[name]
+            use = TypeUse((mine[0], mine[1], mine[2], mine[3]), started[name], started[name])
+            if may_take(pool, ratios[name], use, jt.estimated_tokens, jt.estimated_requests, 1, None):
+                need = (jt.estimated_tokens, jt.estimated_requests) * 2
                 for d in range(4):
                     if lim.rates[d] is not None:
-                        own[d] += need[d]
-                        c[d] += need[d]
-                inflight += 1
+                        held[d] += need[d]
+                        mine[d] += need[d]
                 started[name] += 1
                 progress = True
-    return started
+    return started, (held[0], held[1], held[2], held[3])
 
 
 def test_averages_and_ratios(default: Settings) -> None:
+    assert default.lend_idle_capacity
     assert default.average_estimates() == (Fraction(4_200), Fraction(11, 5))
     ratios = default.initial_ratios()
     assert [round(ratios[t], 12) for t in TYPES] == [0.3, 0.4, 0.1, 0.1, 0.1]
@@ -76,89 +88,159 @@ def test_pools_per_instance(default: Settings) -> None:
     assert (oss.max_concurrent, oss.total_slots) == (100, 100)
 
 
-def test_allocated_slots_at_a_fresh_window(default: Settings) -> None:
-    ratios = default.initial_ratios()
-    table = {
-        model: [allocated_slots(fresh_pool(default, model), ratios[t], 1, None) for t in TYPES] for model in MODELS
-    }
-    assert table == {
+def test_what_a_lender_may_hold_while_the_other_instance_is_idle(default: Settings) -> None:
+    gpt, grok, oss = (fresh_pool(default, m, lend=True) for m in MODELS)
+    # The reported pool stays the seed's; what the job types divide is the whole window.
+    assert (gpt.rates[:2], gpt.total_slots) == ((250_000, 250), 59)
+    assert (gpt.capacity[:2], gpt.capacity_slots) == ((500_000, 500), 119)
+    assert (grok.capacity[:2], grok.capacity_slots) == ((4_000_000, 480), 218)
+    assert (oss.concurrent_capacity, oss.capacity_slots) == (200, 200)
+
+
+def test_allocated_slots(default: Settings) -> None:
+    share = {m: slots_of(default, fresh_pool(default, m)) for m in MODELS}
+    assert share == {
         "openai/gpt-5.2": [17, 23, 5, 5, 5],
         "xai/grok-4.1-fast": [32, 43, 10, 10, 10],
         "deepinfra/gpt-oss-20b": [30, 40, 10, 10, 10],
     }
+    lent = {m: slots_of(default, fresh_pool(default, m, lend=True)) for m in MODELS}
+    assert lent == {
+        "openai/gpt-5.2": [35, 47, 11, 11, 11],
+        "xai/grok-4.1-fast": [65, 87, 21, 21, 21],
+        "deepinfra/gpt-oss-20b": [60, 80, 20, 20, 20],
+    }
 
 
-def test_per_dimension_budgets_in_jobs(default: Settings) -> None:
+@pytest.mark.parametrize(
+    ("lend", "expected"),
+    [
+        (
+            False,
+            {
+                "openai/gpt-5.2": [(7, 75), (50, 33), (5, 25), (8, 5), (25, 25)],
+                "xai/grok-4.1-fast": [(60, 72), (400, 32), (40, 24), (66, 4), (200, 24)],
+            },
+        ),
+        (
+            True,
+            {
+                "openai/gpt-5.2": [(15, 150), (100, 66), (10, 50), (16, 10), (50, 50)],
+                "xai/grok-4.1-fast": [(120, 144), (800, 64), (80, 48), (133, 9), (400, 48)],
+            },
+        ),
+    ],
+)
+def test_per_dimension_budgets_in_jobs(
+    default: Settings, lend: bool, expected: dict[str, list[tuple[int, int]]]
+) -> None:
     ratios = default.initial_ratios()
     budgets = {}
     for model in MODELS[:2]:
-        pool = fresh_pool(default, model)
-        tpm, rpm = pool.rates[0], pool.rates[1]
+        pool = fresh_pool(default, model, lend)
+        tpm, rpm = pool.capacity[0], pool.capacity[1]
         assert tpm is not None and rpm is not None
         row = []
         for t in TYPES:
             jt = default.job_types[t]
             row.append((scaled(tpm, ratios[t]) // jt.estimated_tokens, scaled(rpm, ratios[t]) // jt.estimated_requests))
         budgets[model] = row
-    assert budgets == {
-        "openai/gpt-5.2": [(7, 75), (50, 33), (5, 25), (8, 5), (25, 25)],
-        "xai/grok-4.1-fast": [(60, 72), (400, 32), (40, 24), (66, 4), (200, 24)],
-    }
+    assert budgets == expected
 
 
-def test_jobs_each_type_starts_alone(default: Settings) -> None:
-    alone = {model: [fill(default, model, (t,))[t] for t in TYPES] for model in MODELS}
-    assert alone == {
-        "openai/gpt-5.2": [7, 29, 5, 5, 6],
-        "xai/grok-4.1-fast": [38, 32, 11, 4, 11],
-        "deepinfra/gpt-oss-20b": [30, 40, 10, 10, 10],
-    }
+@pytest.mark.parametrize(
+    ("lend", "expected"),
+    [
+        (
+            False,
+            {
+                "openai/gpt-5.2": [7, 23, 5, 5, 5],
+                "xai/grok-4.1-fast": [32, 32, 10, 4, 10],
+                "deepinfra/gpt-oss-20b": [30, 40, 10, 10, 10],
+            },
+        ),
+        (
+            True,
+            {
+                "openai/gpt-5.2": [15, 47, 10, 10, 11],
+                "xai/grok-4.1-fast": [65, 64, 21, 9, 21],
+                "deepinfra/gpt-oss-20b": [60, 80, 20, 20, 20],
+            },
+        ),
+    ],
+)
+def test_jobs_each_type_starts_alone(default: Settings, lend: bool, expected: dict[str, list[int]]) -> None:
+    alone = {model: [fill(default, model, (t,), lend)[0][t] for t in TYPES] for model in MODELS}
+    assert alone == expected
 
 
-def test_jobs_all_types_start_together_on_gpt(default: Settings) -> None:
-    together = fill(default, "openai/gpt-5.2", TYPES)
-    assert [together[t] for t in TYPES] == [7, 27, 5, 5, 6]
-    tokens = sum(together[t] * default.job_types[t].estimated_tokens for t in TYPES)
-    requests = sum(together[t] * default.job_types[t].estimated_requests for t in TYPES)
-    assert (tokens, requests) == (170_000, 124)
+@pytest.mark.parametrize(
+    ("lend", "jobs", "held"),
+    [(False, [7, 23, 5, 5, 5], (161_000, 111)), (True, [15, 47, 10, 10, 11], (335_000, 227))],
+)
+def test_jobs_all_types_start_together_on_gpt(
+    default: Settings, lend: bool, jobs: list[int], held: tuple[int, int]
+) -> None:
+    # An open lease moves no pool, so the types do not crowd each other out: together each starts
+    # what it starts alone.
+    together, own = fill(default, GPT, TYPES, lend)
+    assert [together[t] for t in TYPES] == jobs
+    assert own[:2] == held
+
+
+def test_lending_stops_when_the_other_instance_waits(default: Settings) -> None:
+    # A borrowed: it holds 335 000 tokens and 227 requests open on gpt-5.2. Then B has waiters.
+    held = (335_000, 227, 0, 0)
+    a = pool_at(default, GPT, snapshot(2, open=held, own_open=held, waiters=1), lend=True)
+    assert not a.lending
+    assert (a.capacity[:2], a.capacity_slots) == ((250_000, 250), 59)
+    assert slots_of(default, a) == [17, 23, 5, 5, 5]
+    # Over its share of tokens, A starts nothing on gpt-5.2 until its leases bring it back within.
+    assert a.room[:2] == (0, 23)
+    # B has the waiters and nobody else does: it borrows what A leaves.
+    b = pool_at(default, GPT, snapshot(2, open=held, waiters=1, own_waiting=1), lend=True)
+    assert b.lending
+    assert (b.room[:2], b.capacity_slots) == ((165_000, 273), 39)
+    assert slots_of(default, b) == [11, 15, 3, 3, 3]
+    # A's leases close at their estimates: the settled usage halves into both reported pools.
+    settled = pool_at(default, GPT, snapshot(2, settled=held, waiters=1), lend=True)
+    assert (settled.rates[:2], settled.total_slots, settled.room[:2]) == ((82_500, 136), 19, (82_500, 136))
 
 
 def test_an_instance_dies(default: Settings) -> None:
-    avg_t, avg_r = default.average_estimates()
-    lim = model_limits(default, "openai/gpt-5.2")
-    # A committed 50 000 tokens and 10 requests, B 100 000 and 20; then B dies.
-    before = compute_pool(lim, snapshot(2, total=(150_000, 30, 0, 0), own=(50_000, 10, 0, 0)), avg_t, avg_r)
-    assert before.rates[:2] == (200_000, 240)
-    after = compute_pool(
-        lim,
-        snapshot(1, total=(150_000, 30, 0, 0), retired=(100_000, 20, 0, 0), own=(50_000, 10, 0, 0)),
-        avg_t,
-        avg_r,
-    )
-    assert after.shares[:2] == (400_000, 480)
-    assert after.rates[:2] == (350_000, 470)
-    assert after.total_slots == 83
+    # A holds 50 000 tokens and 10 requests open, B 100 000 and 20; then B dies.
+    a_open = (50_000, 10, 0, 0)
+    before = pool_at(default, GPT, snapshot(2, open=(150_000, 30, 0, 0), own_open=a_open))
+    assert (before.rates[:2], before.room[:2]) == ((250_000, 250), (200_000, 240))
+    # B's leases close at their estimates and N drops to 1.
+    after = pool_at(default, GPT, snapshot(1, settled=(100_000, 20, 0, 0), open=a_open, own_open=a_open))
+    assert (after.rates[:2], after.total_slots) == ((400_000, 480), 95)
+    assert after.room[:2] == (350_000, 470)
 
 
 def test_an_instance_joins(default: Settings) -> None:
-    avg_t, avg_r = default.average_estimates()
-    lim = model_limits(default, "openai/gpt-5.2")
+    # A holds 200 000 tokens and 40 requests open, B 100 000 and 20; C joins. Every instance has
+    # waiters, so nobody borrows.
     total = (300_000, 60, 0, 0)
-    a = compute_pool(lim, snapshot(3, total=total, own=(200_000, 40, 0, 0)), avg_t, avg_r)
-    b = compute_pool(lim, snapshot(3, total=total, own=(100_000, 20, 0, 0)), avg_t, avg_r)
-    c = compute_pool(lim, snapshot(3, total=total), avg_t, avg_r)
-    assert a.shares[0] == b.shares[0] == c.shares[0] == 166_666
-    assert (a.rates[0], b.rates[0], c.rates[0]) == (0, 66_666, 166_666)
-    assert (a.total_slots, b.total_slots, c.total_slots) == (0, 15, 39)
-    next_minute = compute_pool(lim, snapshot(3), avg_t, avg_r)
-    assert next_minute.rates[:2] == (166_666, 166)
-    assert next_minute.total_slots == 39
+    owns = ((200_000, 40, 0, 0), (100_000, 20, 0, 0), (0, 0, 0, 0))
+    pools = [
+        pool_at(default, GPT, snapshot(3, open=total, own_open=own, waiters=3, own_waiting=1), True) for own in owns
+    ]
+    assert {(p.rates[:2], p.total_slots) for p in pools} == {((166_666, 166), 39)}
+    assert [p.room[:2] for p in pools] == [(0, 126), (66_666, 146), (166_666, 166)]
+    next_minute = pool_at(default, GPT, snapshot(3))
+    assert (next_minute.rates[:2], next_minute.room[:2], next_minute.total_slots) == (
+        (166_666, 166),
+        (166_666, 166),
+        39,
+    )
 
 
 def test_a_ratio_sized_by_tokens(default: Settings) -> None:
     # 15 summary jobs of 10 000 tokens need 150 000 of the 250 000 TPM pool: a ratio of 0.6.
     ratios = default.initial_ratios() | {"summary": 0.6}
-    assert fill(default, "openai/gpt-5.2", ("summary",), ratios=ratios)["summary"] == 15
+    assert fill(default, GPT, ("summary",), ratios=ratios)[0]["summary"] == 15
+    assert fill(default, GPT, ("summary",), lend=True, ratios=ratios)[0]["summary"] == 30
 
 
 def test_one_rebalancing_cycle(default: Settings) -> None:
@@ -172,17 +254,15 @@ def test_one_rebalancing_cycle(default: Settings) -> None:
 
 
 def test_load_of_a_queued_burst(default: Settings) -> None:
-    # 20 summary Acquires on one instance: 7 run on gpt-5.2, 13 queue there.
-    avg_t, avg_r = default.average_estimates()
+    # 20 summary Acquires on one instance while the other has waiters too: 7 run on gpt-5.2, 13
+    # queue there. Open leases move no pool, so summary keeps its 17 slots.
     ratio = default.initial_ratios()["summary"]
     own = (70_000, 7, 0, 0)
-    gpt = compute_pool(
-        model_limits(default, "openai/gpt-5.2"), snapshot(2, total=own, own=own, own_inflight=7), avg_t, avg_r
-    )
+    gpt = pool_at(default, GPT, snapshot(2, open=own, own_open=own, own_inflight=7, waiters=2, own_waiting=1), True)
     allocated = [allocated_slots(gpt, ratio, 1, None)]
     allocated += [allocated_slots(fresh_pool(default, m), ratio, 1, None) for m in MODELS[1:]]
-    assert allocated == [14, 32, 30]
+    assert allocated == [17, 32, 30]
     # Load is that of the busiest model: queued on gpt-5.2, summary is a receiver, not a donor.
     load = max(load_of(7, 13, allocated[0]), load_of(0, 0, allocated[1]), load_of(0, 0, allocated[2]))
-    assert round(load, 2) == 1.43
+    assert round(load, 2) == 1.18
     assert load > default.ratio_adjustment.high_load_threshold

@@ -1,4 +1,6 @@
-"""Local committed usage per job type and model across minute and day windows."""
+"""Local accounting per job type and model across minute and day windows: open estimates (what the
+type's share is checked against) and used (open estimates plus settled usage, what GetAllocation
+reports)."""
 
 from __future__ import annotations
 
@@ -11,31 +13,40 @@ def charged(minute: int = 10, day: int = 1, tokens: int = 1_000, requests: int =
     return usage
 
 
-def test_charge_in_the_current_windows_counts_everywhere() -> None:
+def used(usage: TypeUsage) -> tuple[int, int, int, int]:
+    u = usage.used
+    return (u[0], u[1], u[2], u[3])
+
+
+def test_charge_in_the_current_windows_opens_everywhere() -> None:
     usage = charged()
     assert (usage.minute_window, usage.day_window) == (10, 1)
-    assert usage.snapshot() == (1_000, 2, 1_000, 2)
+    assert usage.open_now() == (1_000, 2, 1_000, 2)
+    assert used(usage) == (1_000, 2, 1_000, 2)
 
 
 def test_charges_add_up_and_a_negative_charge_undoes() -> None:
     usage = charged()
     usage.charge(10, 1, 500, 1)
-    assert usage.snapshot() == (1_500, 3, 1_500, 3)
+    assert usage.open_now() == (1_500, 3, 1_500, 3)
     usage.charge(10, 1, -1_000, -2)
-    assert usage.snapshot() == (500, 1, 500, 1)
+    assert usage.open_now() == (500, 1, 500, 1)
+    assert used(usage) == (500, 1, 500, 1)
 
 
 def test_a_new_minute_clears_the_minute_dimensions_only() -> None:
     usage = charged()
     usage.roll(11, 1)
-    assert usage.snapshot() == (0, 0, 1_000, 2)
+    assert usage.open_now() == (0, 0, 1_000, 2)
+    assert used(usage) == (0, 0, 1_000, 2)
     assert usage.minute_window == 11
 
 
 def test_a_new_day_clears_the_day_dimensions() -> None:
     usage = charged()
     usage.roll(1_440 * 2, 2)
-    assert usage.snapshot() == (0, 0, 0, 0)
+    assert usage.open_now() == (0, 0, 0, 0)
+    assert used(usage) == (0, 0, 0, 0)
     assert (usage.minute_window, usage.day_window) == (2_880, 2)
 
 
@@ -43,48 +54,62 @@ def test_roll_never_goes_back() -> None:
     usage = charged(minute=10, day=1)
     usage.roll(9, 0)
     assert (usage.minute_window, usage.day_window) == (10, 1)
-    assert usage.snapshot() == (1_000, 2, 1_000, 2)
+    assert usage.open_now() == (1_000, 2, 1_000, 2)
 
 
 def test_charging_a_closed_window_leaves_it_alone() -> None:
     usage = charged(minute=11)
     usage.charge(10, 1, 700, 1)
-    assert usage.snapshot() == (1_000, 2, 1_700, 3)
+    assert usage.open_now() == (1_000, 2, 1_700, 3)
 
 
 def test_charging_a_newer_window_rolls_first() -> None:
     usage = charged(minute=10)
     usage.charge(12, 1, 300, 1)
     assert usage.minute_window == 12
-    assert usage.snapshot() == (300, 1, 1_300, 3)
+    assert usage.open_now() == (300, 1, 1_300, 3)
 
 
-def test_settle_in_the_same_windows_refunds_and_charges_overage() -> None:
+def test_a_close_in_its_windows_leaves_open_and_settles_the_actual_usage() -> None:
     usage = charged()
-    usage.settle(10, 1, -400, -1)
-    assert usage.snapshot() == (600, 1, 600, 1)
-    usage.settle(10, 1, 250, 3)
-    assert usage.snapshot() == (850, 4, 850, 4)
+    usage.charge(10, 1, 1_000, 2)
+    usage.close(10, 1, (1_000, 2), (600, 1))
+    # One lease is still open; the closed one counts at what it used.
+    assert usage.open_now() == (1_000, 2, 1_000, 2)
+    assert used(usage) == (1_600, 3, 1_600, 3)
+    usage.close(10, 1, (1_000, 2), (1_250, 5))
+    assert usage.open_now() == (0, 0, 0, 0)
+    assert used(usage) == (1_850, 6, 1_850, 6)
 
 
-def test_settle_after_the_minute_closed_refunds_nothing_there() -> None:
+def test_a_close_at_unknown_usage_settles_the_estimate() -> None:
+    usage = charged()
+    usage.close(10, 1, (1_000, 2), None)
+    assert usage.open_now() == (0, 0, 0, 0)
+    assert used(usage) == (1_000, 2, 1_000, 2)
+
+
+def test_a_close_after_the_minute_ended_refunds_nothing_there() -> None:
     usage = charged()
     usage.roll(11, 1)
-    usage.settle(10, 1, -400, -1)
-    assert usage.snapshot() == (0, 0, 600, 1)
+    usage.close(10, 1, (1_000, 2), (600, 1))
+    # The minute closed with the estimate spent; the day is still open and takes the actual usage.
+    assert usage.open_now() == (0, 0, 0, 0)
+    assert used(usage) == (0, 0, 600, 1)
 
 
 def test_an_overage_from_a_closed_window_lands_in_the_current_one() -> None:
     usage = charged()
     usage.roll(11, 1)
-    usage.settle(10, 1, 500, -1)
+    usage.close(10, 1, (1_000, 2), (1_500, 1))
     # Tokens over the estimate are charged now; the unused request of the closed minute is not refunded.
-    assert usage.snapshot() == (500, 0, 1_500, 1)
+    assert used(usage) == (500, 0, 1_500, 1)
+    assert usage.open_now() == (0, 0, 0, 0)
 
 
-def test_snapshot_is_a_copy() -> None:
+def test_open_now_is_a_copy() -> None:
     usage = charged()
-    before = usage.snapshot()
+    before = usage.open_now()
     usage.charge(10, 1, 1, 1)
     assert before == (1_000, 2, 1_000, 2)
 
@@ -92,4 +117,6 @@ def test_snapshot_is_a_copy() -> None:
 def test_in_flight_and_overages_are_plain_counters() -> None:
     usage = TypeUsage()
     assert (usage.in_flight, usage.overages) == (0, 0)
-    assert TypeUsage().committed is not usage.committed
+    other = TypeUsage()
+    assert other.open is not usage.open
+    assert other.used is not usage.used
