@@ -17,8 +17,8 @@ from .helpers import limits, model_limits, pool_of, preset, snapshot, tokens
 IDLE = TypeUse((0, 0, 0, 0), 0, 0)
 
 
-def use(in_flight: int, tokens: int = 0, requests: int = 0, all_models: int | None = None) -> TypeUse:
-    return TypeUse((tokens, requests, tokens, requests), in_flight, in_flight if all_models is None else all_models)
+def use(jobs: int, tokens: int = 0, requests: int = 0, all_models: int | None = None) -> TypeUse:
+    return TypeUse((tokens, requests, tokens, requests), jobs, jobs if all_models is None else all_models)
 
 
 # ----- slots --------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def test_memory_caps_slots_even_below_min_capacity() -> None:
 # ----- may_take -----------------------------------------------------------------------------
 
 
-def test_takes_while_in_flight_is_below_allocated() -> None:
+def test_takes_while_its_window_jobs_are_below_allocated() -> None:
     pool = pool_of(capacity_slots=10)
     assert may_take(pool, 0.4, use(3), 1, 1, 1, None)
     assert not may_take(pool, 0.4, use(4), 1, 1, 1, None)

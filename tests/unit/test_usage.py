@@ -120,3 +120,40 @@ def test_in_flight_and_overages_are_plain_counters() -> None:
     other = TypeUsage()
     assert other.open is not usage.open
     assert other.used is not usage.used
+
+
+# ----- the jobs a type's slots count --------------------------------------------------------
+
+
+def test_a_charge_counts_one_job_in_each_current_window() -> None:
+    usage = charged()
+    usage.charge(10, 1, 1_000, 2)
+    assert usage.jobs == [2, 2]
+    usage.charge(10, 1, -1_000, -2, -1)
+    assert usage.jobs == [1, 1]
+
+
+def test_a_job_of_the_last_minute_no_longer_counts_in_this_one() -> None:
+    usage = charged()
+    usage.roll(11, 1)
+    assert usage.jobs == [0, 1]
+    # Its close leaves the new minute's count alone.
+    usage.close(10, 1, (1_000, 2), (1_000, 2))
+    assert usage.jobs == [0, 0]
+
+
+def test_a_close_in_its_windows_uncounts_the_job() -> None:
+    usage = charged()
+    usage.close(10, 1, (1_000, 2), None)
+    assert usage.jobs == [0, 0]
+
+
+def test_window_jobs_follow_the_windows_the_model_tracks() -> None:
+    usage = charged()
+    usage.roll(11, 1)
+    usage.in_flight = 1
+    assert usage.window_jobs(tracks_minute=True, tracks_day=True) == 0
+    assert usage.window_jobs(tracks_minute=False, tracks_day=True) == 1
+    # A concurrency-only model has no windows: every job in flight counts.
+    usage.in_flight = 3
+    assert usage.window_jobs(tracks_minute=False, tracks_day=False) == 3
