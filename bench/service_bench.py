@@ -8,6 +8,10 @@ The load comes from separate client processes (grpc.aio on uvloop), a fixed numb
 fixed concurrency, bounded in time; then again with one call at a time for unloaded latency.
 
     python bench/service_bench.py [--calls 20000] [--concurrency 48] [--clients 1]
+    python bench/service_bench.py --scaling 1,2,3   # 1, 2 and 3 instances against one Redis
+
+Redis runs scripts on one thread and every instance shares it, so Redis CPU per RPC sets the ceiling
+of a whole deployment: both modes print it.
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ BENCH_CONFIG: dict[str, Any] = {
     },
     "lease_ttl_ms": 3_600_000,
 }
-TARGET_RATIO = 0.70
+TARGET_RATIO = 0.80
+# Redis CPU per RPC at 32-48 calls in flight.
+TARGET_REDIS_US = 30.0
 
 
 # ----- the bare server ---------------------------------------------------------------------------
@@ -160,13 +166,21 @@ class Row:
 
 
 def run_load(
-    target: str, kind: str, calls: int, concurrency: int, clients: int, max_seconds: float, tag: str
+    target: str | list[str], kind: str, calls: int, concurrency: int, clients: int, max_seconds: float, tag: str
 ) -> tuple[dict[str, Row], float]:
-    """Runs the load from `clients` processes at once: one row per method and one 'total', and the
-    CPU time the clients spent."""
+    """Runs the load from `clients` processes at once (client i drives targets[i % len]): one row
+    per method and one 'total', and the CPU time the clients spent."""
     ctx = mp.get_context("spawn")
+    targets = [target] if isinstance(target, str) else target
     jobs = [
-        (target, kind, calls // clients, max(1, concurrency // clients), max_seconds, f"{tag}-{i}-{os.getpid()}")
+        (
+            targets[i % len(targets)],
+            kind,
+            calls // clients,
+            max(1, concurrency // clients),
+            max_seconds,
+            f"{tag}-{i}-{os.getpid()}",
+        )
         for i in range(clients)
     ]
     with ctx.Pool(clients) as pool:
@@ -174,6 +188,7 @@ def run_load(
     seconds = max(r.seconds for r in results)
     rows = {}
     everything: list[float] = []
+    target = ",".join(targets)
     for method in results[0].latencies:
         lat = sorted(x for r in results for x in r.latencies[method])
         everything += lat
@@ -213,6 +228,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1_000, help="RPCs before each measured run (default 1000)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="time bound of each run (default 120)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is shown (default 2)")
+    p.add_argument(
+        "--scaling",
+        help="instead: instance counts to run against one Redis, e.g. 1,2,3 (one client process an instance)",
+    )
     return p.parse_args()
 
 
@@ -259,11 +278,20 @@ def start_bare(redis_url: str) -> tuple[mp.process.BaseProcess, int]:
     return proc, int(receive.recv())
 
 
-def start_service(redis_url: str, work: Path) -> tuple[subprocess.Popen[str], int]:
+def start_service(redis_url: str, work: Path, n: int = 0) -> tuple[subprocess.Popen[str], int]:
     config = work / "bench.yaml"
     config.write_text(yaml.safe_dump(BENCH_CONFIG))
     args = ["--port", "0", "--config", str(config), "--redis-url", redis_url]
-    return spawn_module("rlservice", args, work / "rlservice.log", 30, env={"RL_LOG_LEVEL": "WARNING"})
+    return spawn_module("rlservice", args, work / f"rlservice-{n}.log", 30, env={"RL_LOG_LEVEL": "WARNING"})
+
+
+def stop_service(service: subprocess.Popen[str]) -> None:
+    service.terminate()
+    try:
+        service.wait(10)
+    except subprocess.TimeoutExpired:
+        service.kill()
+        service.wait()
 
 
 def report(args: argparse.Namespace, bare: list[Measured], service: list[Measured]) -> None:
@@ -283,15 +311,66 @@ def report(args: argparse.Namespace, bare: list[Measured], service: list[Measure
     print("\nCPU time per RPC in the loaded run (µs)")
     print(f"  {'':<10} {'server':>7} {'redis':>7} {'client':>7}")
     for m, target in ((best_bare, "bare"), (best_service, "rlservice")):
-        print(f"  {target:<10} {m.server_cpu_us:7.0f} {m.redis_cpu_us:7.0f} {m.client_cpu_us:7.0f}")
+        print(f"  {target:<10} {m.server_cpu_us:7.0f} {m.redis_cpu_us:7.1f} {m.client_cpu_us:7.0f}")
+    redis_us = best_service.redis_cpu_us
+    verdict = "meets" if redis_us <= TARGET_REDIS_US else "is above"
+    print(
+        f"\nRedis CPU per RPC: {redis_us:.1f} µs ({verdict} the {TARGET_REDIS_US:.0f} µs target; "
+        f"{2 * redis_us:.1f} µs per job, Acquire + Release): one Redis caps a deployment near "
+        f"{1e6 / redis_us:,.0f} RPC/s ({1e6 / redis_us / 2:,.0f} jobs/s)"
+    )
     rounds = ", ".join(f"{s.rps / b.rps:.1%}" for b, s in zip(bare, service, strict=True))
     ratio = best_service.rps / best_bare.rps
     verdict = "meets" if ratio >= TARGET_RATIO else "is below"
     print(f"\nrlservice / bare RPC/s: {ratio:.1%} ({verdict} the {TARGET_RATIO:.0%} target); per round: {rounds}")
 
 
+def scaling(args: argparse.Namespace, counts: list[int]) -> None:
+    """Total RPC/s and Redis CPU per RPC with 1, 2, 3 … instance processes against one Redis."""
+    print(
+        f"{args.calls} RPCs per run at concurrency {args.concurrency} in total, one client process per instance; "
+        "CPU per RPC in µs"
+    )
+    print(f"{'instances':>9} {'RPC/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'redis':>7} {'servers':>8} {'clients':>8}")
+    for count in counts:
+        with tempfile.TemporaryDirectory(prefix="rl-bench-") as tmp:
+            redis_server = RedisServer(Path(tmp))
+            redis_server.start()
+            assert redis_server.proc is not None
+            services: list[subprocess.Popen[str]] = []
+            try:
+                ports = []
+                for n in range(count):
+                    service, port = start_service(redis_server.url, Path(tmp), n)
+                    services.append(service)
+                    ports.append(port)
+                targets = [f"{HOST}:{p}" for p in ports]
+                run_load(targets, "service", args.warmup * count, 16 * count, count, args.max_seconds, "warm")
+                pids = [s.pid for s in services]
+                before = [cpu_seconds(p) for p in pids], cpu_seconds(redis_server.proc.pid)
+                rows, client_cpu = run_load(
+                    targets, "service", args.calls, args.concurrency, count, args.max_seconds, "load"
+                )
+                after = [cpu_seconds(p) for p in pids], cpu_seconds(redis_server.proc.pid)
+            finally:
+                for service in services:
+                    stop_service(service)
+                redis_server.stop()
+        calls = sum(r.calls for m, r in rows.items() if m != "total")
+        servers_us = (sum(after[0]) - sum(before[0])) / calls * 1e6
+        redis_us = (after[1] - before[1]) / calls * 1e6
+        total = rows["total"]
+        print(
+            f"{count:>9} {total.rps:>8,.0f} {total.p50_ms:>7.2f} {total.p99_ms:>7.2f} {redis_us:>7.1f} "
+            f"{servers_us:>8.0f} {client_cpu / calls * 1e6:>8.0f}"
+        )
+
+
 def main() -> int:
     args = parse_args()
+    if args.scaling:
+        scaling(args, [int(n) for n in args.scaling.split(",")])
+        return 0
     bare_runs: list[Measured] = []
     service_runs: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="rl-bench-") as tmp:
@@ -314,12 +393,7 @@ def main() -> int:
                 bare.kill()
                 bare.join()
             if service is not None:
-                service.terminate()
-                try:
-                    service.wait(10)
-                except subprocess.TimeoutExpired:
-                    service.kill()
-                    service.wait()
+                stop_service(service)
             redis_server.stop()
     report(args, bare_runs, service_runs)
     return 0

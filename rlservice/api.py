@@ -64,6 +64,8 @@ def _check_id(name: str, value: str) -> None:
         raise InvalidArgument(f"{name} is required")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidArgument(f"{name} must not contain line breaks or other control characters")
 
 
 def _check_ttl(name: str, value: int, required: bool) -> None:

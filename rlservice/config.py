@@ -119,6 +119,10 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Self:
+        for kind, names in (("models", self.models), ("job_types", self.job_types)):
+            for name in names:
+                if not name.isprintable():
+                    raise ValueError(f"{kind}: the name {name!r} holds a line break or another control character")
         if self.escalation_order is not None:
             for i, name in enumerate(self.escalation_order):
                 if name not in self.models:

@@ -5,9 +5,9 @@ lease lifecycle (Release, ExtendLease, expiry) and the report (GetAllocation).""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from .backend.ledger import Ledger
+from .backend.wire import Event
 from .config import Settings
 from .instance.admission import Admission
 from .instance.lifecycle import LeaseLifecycle
@@ -47,7 +47,7 @@ class Limiter:
     async def heartbeat(self) -> None:
         await self.membership.heartbeat()
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
         self.membership.on_event(event)
 
     async def resubscribed(self) -> None:

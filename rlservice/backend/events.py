@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from .wire import Event, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ class EventStream:
         redis: Redis,
         channel: str,
         origin: str,
-        on_event: Callable[[dict[str, Any]], None],
+        on_event: Callable[[Event], None],
         on_resubscribed: Callable[[], Awaitable[None]],
     ) -> None:
         self._redis = redis
@@ -62,13 +63,13 @@ class EventStream:
                 log.warning("cannot resubscribe yet: %s", e)
 
     def _deliver(self, data: bytes) -> None:
-        """Events are `ORIGIN JSON`; this instance's own calls already applied what theirs say."""
-        origin, _, body = data.partition(b" ")
+        """An event's first line is its origin; this instance's own calls already applied what theirs say."""
+        origin, _, body = data.partition(b"\n")
         if origin == self._own:
             return
         try:
-            event = json.loads(body)
-        except ValueError:
+            event = parse_event(body.decode().split("\n"))
+        except (ValueError, IndexError):
             log.error("ignoring a malformed event: %r", data[:200])
             return
         self._on_event(event)

@@ -15,6 +15,8 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as RedisError
 
 from ..types import ModelLimits, Outcome, Snapshot, Usage
+from .wire import ClosedLease as ClosedLease
+from .wire import snapshot, states
 
 # Operation files, loaded after lib.lua and before main.lua into one script.
 OPS = ("acquire", "release", "expire", "extend", "register", "heartbeat", "reap", "unregister", "waiting")
@@ -26,52 +28,6 @@ class LedgerUnavailable(Exception):
 
 class NotRegistered(Exception):
     """The ledger no longer knows this instance (it was found stale); it must register again."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedLease:
-    """A lease's final record in the ledger; it answers every later Release of it."""
-
-    lease_id: str
-    owner: str
-    model: str
-    job_type: str
-    job_id: str
-    minute_window: int
-    day_window: int
-    estimate_tokens: int
-    estimate_requests: int
-    outcome: Outcome
-    same_window: bool
-    expired: bool
-    refunded_tokens: int
-    refunded_requests: int
-    overage_tokens: int
-    overage_requests: int
-    actual: Usage
-
-    @classmethod
-    def from_json(cls, raw: str | bytes | dict[str, Any]) -> ClosedLease:
-        d = raw if isinstance(raw, dict) else json.loads(raw)
-        return cls(
-            lease_id=d["id"],
-            owner=d["i"],
-            model=d["m"],
-            job_type=d["j"],
-            job_id=d["jid"],
-            minute_window=int(d["mw"]),
-            day_window=int(d["dw"]),
-            estimate_tokens=int(d["t"]),
-            estimate_requests=int(d["r"]),
-            outcome=Outcome(int(d["o"])),
-            same_window=bool(d["same"]),
-            expired=bool(d["expired"]),
-            refunded_tokens=int(d["rt"]),
-            refunded_requests=int(d["rr"]),
-            overage_tokens=int(d["ot"]),
-            overage_requests=int(d["or"]),
-            actual=Usage(int(d["req"]), int(d["in"]), int(d["out"]), int(d["cached"])),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +64,9 @@ class ReleaseReply:
     expires_at_ms: int = 0
 
 
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _states(seq: int, now: int, pairs: list[list[Any]]) -> dict[str, Snapshot]:
-    return {_text(model): Snapshot.from_reply(seq, now, state) for model, state in pairs}
+def _states(r: list[str], at: int) -> dict[str, Snapshot]:
+    found, _ = states(r, at)
+    return {model: snapshot(r[1], r[2], state) for model, state in found.items()}
 
 
 def limits_json(models: dict[str, ModelLimits]) -> str:
@@ -156,7 +109,7 @@ class Ledger:
         self._source = self._script_text()
         self._sha = ""
         self._observe = observe
-        self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[list[Any]]]] = []
+        self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[list[str]]]] = []
         self._calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -168,20 +121,21 @@ class Ledger:
 
     async def load(self) -> None:
         try:
-            self._sha = _text(await self._exec("SCRIPT", "LOAD", self._source))
+            sha = await self._exec("SCRIPT", "LOAD", self._source)
+            self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
         except (RedisError, OSError) as e:
             raise LedgerUnavailable(f"redis: {e}") from e
 
     # ----- group commit ----------------------------------------------------------------------
 
-    async def _run(self, op: str, *args: Any) -> tuple[str, list[Any]]:
-        """Runs one operation; returns its status (the reply's first element, decoded) and reply."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    async def _run(self, op: str, *args: Any) -> tuple[str, list[str]]:
+        """Runs one operation; returns its status (the reply's first line) and the reply's lines."""
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._queue.append((op, args, future))
         if self._calls < self.MAX_CALLS:
             self._send_next()
         reply = await future
-        status = _text(reply[0])
+        status = reply[0]
         if status == "unregistered":
             raise NotRegistered(self.instance_id)
         return status, reply
@@ -194,7 +148,7 @@ class Ledger:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[list[Any]]]]) -> None:
+    async def _send(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[list[str]]]]) -> None:
         argv: list[Any] = []
         for op, args, _ in batch:
             argv += (op, len(args), *args)
@@ -214,7 +168,7 @@ class Ledger:
         else:
             for (_, _, future), reply in zip(batch, replies, strict=True):
                 if not future.done():
-                    future.set_result(reply)
+                    future.set_result(reply.decode().split("\n"))
         finally:
             self._calls -= 1
             if self._observe is not None:
@@ -230,17 +184,17 @@ class Ledger:
         status, r = await self._run("register", self.instance_id, limits_json(models))
         if status == "busy":
             return None
-        return _states(int(r[1]), int(r[2]), r[3])
+        return _states(r, 3)
 
     async def heartbeat(self) -> tuple[dict[str, Snapshot], bool]:
         """The states, and whether a stale instance is still being removed (see reap)."""
         _, r = await self._run("heartbeat", self.instance_id, self._stale)
-        return _states(int(r[1]), int(r[2]), r[3]), bool(int(r[4]))
+        return _states(r, 4), r[3] == "1"
 
     async def reap(self) -> bool:
         """One bounded step of removing a stale instance; True while more steps are needed."""
         _, r = await self._run("reap", self._stale)
-        return bool(int(r[1]))
+        return r[1] == "1"
 
     async def unregister(self) -> bool:
         """One bounded step of leaving; True once this instance is gone from the ledger."""
@@ -253,7 +207,7 @@ class Ledger:
         status, r = await self._run("waiting", self.instance_id, model, "1" if waiting else "0")
         if status == "unknown_model":
             raise LedgerUnavailable(f"the ledger does not know model {model!r}")
-        return Snapshot.from_reply(int(r[1]), int(r[2]), r[3])
+        return snapshot(r[1], r[2], r[3])
 
     async def acquire(
         self,
@@ -282,21 +236,20 @@ class Ledger:
         )
         if status == "unknown_model":
             raise LedgerUnavailable(f"the ledger does not know model {model!r}")
-        snap = Snapshot.from_reply(int(r[1]), int(r[2]), r[3])
+        snap = snapshot(r[1], r[2], r[3])
         if status == "granted":
             return AcquireReply(status, snap, expires_at_ms=int(r[4]))
         if status == "existing":
-            d = json.loads(r[4])
             lease = OpenLease(
-                lease_id=_text(r[5]),
-                owner=d["i"],
-                model=d["m"],
-                job_type=d["j"],
-                minute_window=int(d["mw"]),
-                day_window=int(d["dw"]),
-                estimate_tokens=int(d["t"]),
-                estimate_requests=int(d["r"]),
-                expires_at_ms=int(d["x"]),
+                lease_id=r[4],
+                owner=r[5],
+                model=r[6],
+                job_type=r[7],
+                minute_window=int(r[8]),
+                day_window=int(r[9]),
+                estimate_tokens=int(r[10]),
+                estimate_requests=int(r[11]),
+                expires_at_ms=int(r[12]),
             )
             return AcquireReply(status, snap, expires_at_ms=lease.expires_at_ms, existing=lease)
         return AcquireReply(status, snap)
@@ -321,13 +274,12 @@ class Ledger:
         return self._closing_reply(status, r)
 
     @staticmethod
-    def _closing_reply(status: str, r: list[Any]) -> ReleaseReply:
+    def _closing_reply(status: str, r: list[str]) -> ReleaseReply:
         if status == "unknown":
             return ReleaseReply(status)
         if status == "closed":
-            return ReleaseReply(status, closed=ClosedLease.from_json(r[1]))
-        snap = Snapshot.from_reply(int(r[1]), int(r[2]), r[3])
-        return ReleaseReply(status, closed=ClosedLease.from_json(r[4]), snapshot=snap)
+            return ReleaseReply(status, closed=ClosedLease.from_lines(r, 1))
+        return ReleaseReply(status, closed=ClosedLease.from_lines(r, 4), snapshot=snapshot(r[1], r[2], r[3]))
 
     async def extend(self, lease_id: str, ttl_ms: int) -> tuple[str, int]:
         """Returns (status, expires_at_ms); status is extended, closed or unknown."""

@@ -8,7 +8,8 @@ import contextlib
 import logging
 from typing import Any
 
-from ..backend.ledger import ClosedLease, Ledger, LedgerUnavailable, NotRegistered
+from ..backend.ledger import Ledger, LedgerUnavailable, NotRegistered
+from ..backend.wire import Event, snapshot
 from ..capacity.state import ModelState
 from ..capacity.windows import next_minute_boundary
 from ..types import Snapshot
@@ -137,24 +138,22 @@ class Membership:
 
     # ----- events ----------------------------------------------------------------------------
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
         """An event published by another instance's call (or by none)."""
         local = self._local
-        if local.instance_id in event.get("gone", ()):
+        if local.instance_id in event.gone:
             self.reregister()
             return
-        seq = int(event["q"])
-        owner = event.get("o")
         now = local.clock.now_ms()
         touched = []
-        for name, state in event.get("s", {}).items():
+        for name, state in event.states.items():
             model = local.models.get(name)
             if model is not None:
-                model.apply(Snapshot.from_reply(seq, now, state), own=owner == local.instance_id)
+                model.apply(snapshot(event.seq, now, state), own=event.owner == local.instance_id)
                 touched.append(model)
-        for raw in event.get("c", ()):
-            if raw.get("i") == local.instance_id:
-                local.settle_closed(ClosedLease.from_json(raw))
+        for closed in event.closed:
+            if closed.owner == local.instance_id:
+                local.settle_closed(closed)
         for model in touched:
             local.pump(model)
 

@@ -1,6 +1,7 @@
 -- a: instance, model, job_id, job_type, lease_id, est_tokens, est_requests, ttl_ms, lend, peek
--- Replies {'granted', seq, now, state, expires_at} | {'existing', seq, now, state, lease_json, lease_id}
---       | {'denied', seq, now, state} | {'unregistered'} | {'unknown_model'}
+-- Replies granted, seq, now, state, expires_at | denied, seq, now, state
+--       | existing, seq, now, state, lease_id, owner, model, job_type, mw, dw, tokens, requests, expires_at
+--       | unregistered | unknown_model
 -- lend = '1' lets the instance borrow what idle instances leave; peek = '1' only looks (the job id
 -- and the state), no grant.
 OPS.acquire = function(a, now)
@@ -10,18 +11,19 @@ OPS.acquire = function(a, now)
   if not score or tonumber(score) == 0 then return {'unregistered'} end
   if job_id ~= '' then
     local existing = redis.call('GET', jkey(job_id))
-    local raw = existing and redis.call('GET', lkey(existing))
-    if raw then
-      local rec = cjson.decode(raw)
-      if rec.closed == nil then
-        return {'existing', seq(), now, model_state(rec.m, limits_of(rec.m) or NO_LIMITS, inst, now), raw, existing}
-      end
+    local rec = existing and open_lease(existing)
+    if rec then
+      local _, text = model_state(rec.m, limits_of(rec.m) or NO_LIMITS, inst, now)
+      local v = rec.raw
+      return {'existing', seq(), now, csv(text), existing, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]}
     end
   end
   local lim = limits_of(model)
   if not lim then return {'unknown_model'} end
-  local st = model_state(model, lim, inst, now)
-  if a[10] == '1' or not fits(lim, st, est_t, est_r, a[9] == '1') then return {'denied', seq(), now, st} end
+  local st, text = model_state(model, lim, inst, now)
+  if a[10] == '1' or not fits(lim, st, est_t, est_r, a[9] == '1') then
+    return {'denied', seq(), now, csv(text)}
+  end
 
   for _, kind in ipairs(KINDS) do
     if tracks(lim, kind) then
@@ -34,25 +36,24 @@ OPS.acquire = function(a, now)
       hincr(key, 'ot:' .. inst, est_t)
       hincr(key, 'or:' .. inst, est_r)
       if fresh then redis.call('PEXPIREAT', key, (win + 2) * kind.size) end
-      st[b + 2] = st[b + 2] + est_t
-      st[b + 3] = st[b + 3] + est_r
-      st[b + 4] = st[b + 4] + est_t
-      st[b + 5] = st[b + 5] + est_r
+      text[b + 2] = st[b + 2] + est_t
+      text[b + 3] = st[b + 3] + est_r
+      text[b + 4] = st[b + 4] + est_t
+      text[b + 5] = st[b + 5] + est_r
     end
   end
   local ik = ikey(model)
-  redis.call('HINCRBY', ik, '_', 1)
-  redis.call('HINCRBY', ik, inst, 1)
-  st[16] = st[16] + 1
-  st[17] = st[17] + 1
+  text[16] = redis.call('HINCRBY', ik, '_', 1)
+  text[17] = redis.call('HINCRBY', ik, inst, 1)
   local expires = now + ttl
-  local rec = {i = inst, m = model, j = job_type, jid = job_id, mw = st[1], dw = st[2], t = est_t, r = est_r,
-               x = expires}
+  local key = lkey(lease_id)
+  redis.call('HSET', key, 'i', inst, 'm', model, 'j', job_type, 'mw', st[1], 'dw', st[2], 't', a[6], 'r', a[7],
+             'x', expires, 'jid', job_id)
   -- The lease key outlives its expiry by a day only as a safety net; expiry closes it first.
-  redis.call('SET', lkey(lease_id), cjson.encode(rec), 'PX', ttl + DAY)
+  redis.call('PEXPIREAT', key, expires + DAY)
   redis.call('ZADD', K_LEXP, expires, lease_id)
   redis.call('SADD', ilkey(inst), lease_id)
   if job_id ~= '' then redis.call('SET', jkey(job_id), lease_id, 'PX', ttl) end
   -- An open lease moves nobody's pool: no event.
-  return {'granted', bump(), now, st, expires}
+  return {'granted', bump(), now, csv(text), expires}
 end

@@ -1,14 +1,17 @@
--- a: lease_id, ttl_ms. Replies {'extended', expires_at} | {'closed', closed_json} | {'unknown'}
+-- a: lease_id, ttl_ms. Replies extended, expires_at | closed, closed | unknown
 OPS.extend = function(a, now)
   local id, ttl = a[1], tonumber(a[2])
-  local raw = redis.call('GET', lkey(id))
-  if not raw then return {'unknown'} end
-  local rec = cjson.decode(raw)
-  if rec.closed then return {'closed', raw} end
+  local rec, closed = open_lease(id)
+  if not rec then
+    if closed then return {'closed', closed_text(id)} end
+    return {'unknown'}
+  end
   if rec.x <= now then return {'unknown'} end
-  rec.x = now + ttl
-  redis.call('SET', lkey(id), cjson.encode(rec), 'PX', ttl + DAY)
-  redis.call('ZADD', K_LEXP, rec.x, id)
+  local expires = now + ttl
+  local key = lkey(id)
+  redis.call('HSET', key, 'x', expires)
+  redis.call('PEXPIREAT', key, expires + DAY)
+  redis.call('ZADD', K_LEXP, expires, id)
   if rec.jid ~= '' then redis.call('PEXPIRE', jkey(rec.jid), ttl) end
-  return {'extended', rec.x}
+  return {'extended', expires}
 end

@@ -44,30 +44,43 @@ local function limits_of(model)
 end
 local NO_LIMITS = {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 
--- The state of a model as seen by inst (own fields are 0 for inst == ''), a flat array:
+-- The state of a model as seen by inst (own fields are 0 for inst == ''): numbers for the checks,
+-- and the same as text, which the reply carries without formatting a number again:
 --  1 minute window, 2 day window, 3 live instances N,
 --  4..9   minute: settled_t, settled_r, open_t, open_r, own_open_t, own_open_r
 --  10..15 day:    the same
 --  16 in flight in total, 17 own in flight, 18 instances with waiters, 19 own waiters (0/1)
 local function model_state(model, lim, inst, now)
   local st = {math.floor(now / MINUTE), math.floor(now / DAY), redis.call('ZCARD', K_INST)}
+  local text = {st[1], st[2], st[3]}
   for _, kind in ipairs(KINDS) do
     local v = {}
     if tracks(lim, kind) then
       v = redis.call('HMGET', wkey(model, kind.name, st[kind.w]), 'st', 'sr', 'ot', 'or', 'ot:' .. inst, 'or:' .. inst)
     end
-    for i = 1, 6 do st[#st + 1] = tonumber(v[i]) or 0 end
+    for i = 1, 6 do
+      local raw = v[i] or '0'
+      st[#st + 1] = tonumber(raw)
+      text[#text + 1] = raw
+    end
   end
   local f = redis.call('HMGET', ikey(model), '_', inst, 'w', 'w:' .. inst)
-  for i = 1, 4 do st[#st + 1] = tonumber(f[i]) or 0 end
-  return st
+  for i = 1, 4 do
+    local raw = f[i] or '0'
+    st[#st + 1] = tonumber(raw)
+    text[#text + 1] = raw
+  end
+  return st, text
 end
+
+local function csv(text) return table.concat(text, ',') end
 
 -- Admission of an estimate in one dimension (limit 0 = not limited): the global cap
 -- e <= limit - (settled + open) always; the share own_open + e <= floor((limit - settled) / N)
--- unless the instance may borrow what idle instances leave.
+-- unless the instance may borrow what idle instances leave. An estimate of 0 always fits: it adds
+-- nothing (pools.py clamps what is left at 0 the same way).
 local function dim_fits(limit, n, settled, open, own, e, lending)
-  if limit <= 0 then return true end
+  if limit <= 0 or e == 0 then return true end
   if e > limit - settled - open then return false end
   return lending or own + e <= math.floor(math.max(0, limit - settled) / n)
 end
@@ -89,27 +102,41 @@ local function fits(lim, st, est_t, est_r, lend)
   return true
 end
 
+-- Every model's state for inst, flat: count, then model and state text for each.
 local function all_states(inst, now)
-  local out = {}
-  for _, model in ipairs(redis.call('SMEMBERS', K_MODELS)) do
+  local models = redis.call('SMEMBERS', K_MODELS)
+  local out = {0}
+  for _, model in ipairs(models) do
     local lim = limits_of(model)
-    if lim then out[#out + 1] = {model, model_state(model, lim, inst, now)} end
+    if lim then
+      local _, text = model_state(model, lim, inst, now)
+      out[#out + 1] = model
+      out[#out + 1] = csv(text)
+      out[1] = out[1] + 1
+    end
   end
-  return out
-end
-
-local function states_map(now)
-  local out = {}
-  for _, pair in ipairs(all_states('', now)) do out[pair[1]] = pair[2] end
   return out
 end
 
 local function bump() return redis.call('INCR', K_SEQ) end
 local function seq() return tonumber(redis.call('GET', K_SEQ) or 0) end
 
--- Every event starts with the id of the instance whose call caused it ('-' for none), so that
--- instance can skip it without decoding: it has the same news in its script's reply.
-local function publish(origin, msg) redis.call('PUBLISH', K_EVENTS, origin .. ' ' .. cjson.encode(msg)) end
+-- Events are text, one field a line: origin, kind, seq, owner ('-' for none), the states (a count,
+-- then model and state text for each), the closed leases (a count, then 20 lines each) and the
+-- instances gone (a count, then one a line). The origin is the instance whose call caused the
+-- event ('-' for none): it can skip the event unread, having the same news in its reply.
+local function publish(origin, kind, q, owner, states, closed, gone)
+  local out = {origin, kind, q, owner or '-'}
+  for _, v in ipairs(states) do out[#out + 1] = v end
+  out[#out + 1] = #closed
+  for _, c in ipairs(closed) do out[#out + 1] = c end
+  out[#out + 1] = #gone
+  for _, g in ipairs(gone) do out[#out + 1] = g end
+  redis.call('PUBLISH', K_EVENTS, table.concat(out, '\n'))
+end
+
+-- One model's state as the states part of an event.
+local function one_state(model, text) return {1, model, csv(text)} end
 
 local function hincr(key, field, by)
   if by ~= 0 then return redis.call('HINCRBY', key, field, by) end
@@ -125,16 +152,39 @@ local function settle(model, kind, win, inst, dt, dr)
   hincr(key, 'sr:' .. inst, dr)
 end
 
+-- Leases are hashes. Open: i (owner), m, j (job type), mw, dw (windows), t, r (estimates), x
+-- (expiry), jid (job id). Closing adds o (outcome), same, ex (expired), rt, rr (refunded), ot, or
+-- (overage) and the actual usage in, out, cached, req. A closed lease answers later Releases as
+-- text, 20 lines in CLOSED order; the job id comes last.
+local OPEN = {'i', 'm', 'j', 'mw', 'dw', 't', 'r', 'x', 'jid', 'o'}
+local CLOSED = {'i', 'm', 'j', 'mw', 'dw', 't', 'r', 'o', 'same', 'ex', 'rt', 'rr', 'ot', 'or', 'in', 'out', 'cached',
+                'req', 'jid'}
+
+-- An open lease's record (numbers where the ledger computes with them), or nil when the lease is
+-- unknown or closed (then the second value says which).
+local function open_lease(id)
+  local v = redis.call('HMGET', lkey(id), unpack(OPEN))
+  if not v[1] then return nil, false end
+  if v[10] then return nil, true end
+  return {i = v[1], m = v[2], j = v[3], mw = tonumber(v[4]), dw = tonumber(v[5]), t = tonumber(v[6]),
+          r = tonumber(v[7]), x = tonumber(v[8]), jid = v[9], raw = v}
+end
+
+local function closed_text(id)
+  local v = redis.call('HMGET', lkey(id), unpack(CLOSED))
+  return id .. '\n' .. table.concat(v, '\n')
+end
+
 -- Closes an open lease: its estimate leaves the open totals of its windows and its usage is
 -- settled there (actual usage for outcomes 1 and 2, the estimate for 3: unknown usage, expiry,
 -- removal). Usage in a window that has closed is never refunded; an overage is then charged to the
--- current window. Frees the concurrency slot and returns the closed record and its JSON, which
--- answers any later Release of the lease.
+-- current window. Frees the concurrency slot and returns the closed record as text. in_t .. req
+-- are the reported usage as given (text or numbers).
 local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, expired, lim)
   local act_t, act_r = rec.t, rec.r
-  if outcome ~= 3 then act_t, act_r = in_t + out_t + cached_t, req end
+  if outcome ~= 3 then act_t, act_r = tonumber(in_t) + tonumber(out_t) + tonumber(cached_t), tonumber(req) end
   local dt, dr = act_t - rec.t, act_r - rec.r
-  local same, refunded, tracked = true, false, false
+  local same, refunded, tracked = 1, false, false
   for _, kind in ipairs(KINDS) do
     if tracks(lim, kind) then
       tracked = true
@@ -151,7 +201,7 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
         hincr(key, 'sr:' .. rec.i, act_r)
         refunded = true
       else
-        same = false
+        same = 0
         if dt > 0 or dr > 0 then settle(rec.m, kind, cur, rec.i, math.max(dt, 0), math.max(dr, 0)) end
       end
     end
@@ -162,29 +212,31 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
   else
     redis.call('HINCRBY', ik, '_', -1)
   end
-  local closed = {
-    closed = 1, id = id, i = rec.i, m = rec.m, j = rec.j, jid = rec.jid, mw = rec.mw, dw = rec.dw,
-    t = rec.t, r = rec.r, o = outcome, same = same and 1 or 0, expired = expired and 1 or 0,
-    rt = refunded and math.max(-dt, 0) or 0, rr = refunded and math.max(-dr, 0) or 0,
-    ot = tracked and math.max(dt, 0) or 0, ['or'] = tracked and math.max(dr, 0) or 0,
-    ['in'] = in_t, out = out_t, cached = cached_t, req = req,
-  }
-  local raw = cjson.encode(closed)
-  redis.call('SET', lkey(id), raw, 'PX', CLOSED_TTL)
+  -- Comparisons, not math.max: max(-0, 0) would print as -0.
+  local rt = (refunded and dt < 0) and -dt or 0
+  local rr = (refunded and dr < 0) and -dr or 0
+  local ot = (tracked and dt > 0) and dt or 0
+  local orq = (tracked and dr > 0) and dr or 0
+  local ex = expired and 1 or 0
+  local key = lkey(id)
+  redis.call('HSET', key, 'o', outcome, 'same', same, 'ex', ex, 'rt', rt, 'rr', rr, 'ot', ot, 'or', orq,
+             'in', in_t, 'out', out_t, 'cached', cached_t, 'req', req)
+  redis.call('PEXPIRE', key, CLOSED_TTL)
   redis.call('ZREM', K_LEXP, id)
   redis.call('SREM', ilkey(rec.i), id)
   -- While a lease is open its job id points to it alone.
   if rec.jid ~= '' then redis.call('DEL', jkey(rec.jid)) end
-  return closed, raw
+  local v = rec.raw
+  return table.concat({id, v[1], v[2], v[3], v[4], v[5], v[6], v[7], outcome, same, ex, rt, rr, ot, orq,
+                       in_t, out_t, cached_t, req, v[9]}, '\n')
 end
 
 -- Closes at most one batch of an instance's open leases at their estimate; true once none is left.
 local function close_batch(inst, now)
   local key = ilkey(inst)
   for _, id in ipairs(redis.call('SRANDMEMBER', key, BATCH)) do
-    local raw = redis.call('GET', lkey(id))
-    local rec = raw and cjson.decode(raw)
-    if rec and rec.closed == nil then
+    local rec = open_lease(id)
+    if rec then
       close_lease(id, rec, 3, 0, 0, 0, 0, now, true, limits_of(rec.m) or NO_LIMITS)
     else
       redis.call('SREM', key, id)
@@ -218,7 +270,7 @@ local function remove_step(inst, now, origin)
   redis.call('ZADD', K_INST, 'XX', 0, inst)
   local done = close_batch(inst, now)
   if done then drop_instance(inst, now) end
-  publish(origin, {q = bump(), k = done and 'gone' or 'reap', gone = done and {inst} or nil, s = states_map(now)})
+  publish(origin, done and 'gone' or 'reap', bump(), nil, all_states('', now), {}, done and {inst} or {})
   return done
 end
 
@@ -230,13 +282,13 @@ local function reap(now, stale_ms)
   return #redis.call('ZRANGEBYSCORE', K_INST, '-inf', now - stale_ms, 'LIMIT', 0, 1) > 0
 end
 
--- Frees at most one batch of leases whose expiry has passed, whoever holds them.
+-- Frees at most one batch of leases whose expiry has passed, whoever holds them; returns their
+-- closed records.
 local function sweep(now)
   local out = {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEXP, '-inf', now, 'LIMIT', 0, BATCH)) do
-    local raw = redis.call('GET', lkey(id))
-    local rec = raw and cjson.decode(raw)
-    if rec and rec.closed == nil then
+    local rec = open_lease(id)
+    if rec then
       out[#out + 1] = close_lease(id, rec, 3, 0, 0, 0, 0, now, true, limits_of(rec.m) or NO_LIMITS)
     else
       redis.call('ZREM', K_LEXP, id)

@@ -1,6 +1,7 @@
 -- ARGV holds one or more operations, each as NAME, ARG_COUNT, ARGS...: concurrent calls of one
 -- instance share a script call and are applied in order, each answered on its own.
--- Replies one reply per operation, in order.
+-- Replies one text per operation, in order, its fields one a line: a flat reply, since every
+-- nested array in a script's reply costs Redis far more than joining strings.
 local now
 do
   local t = redis.call('TIME')
@@ -11,7 +12,7 @@ while i <= #ARGV do
   local op, n = OPS[ARGV[i]], tonumber(ARGV[i + 1])
   local args = {}
   for j = 1, n do args[j] = ARGV[i + 1 + j] end
-  replies[#replies + 1] = op(args, now)
+  replies[#replies + 1] = table.concat(op(args, now), '\n')
   i = i + 2 + n
 end
 return replies

@@ -1,5 +1,5 @@
 -- a: instance, models_json ({model: {tpm, rpm, tpd, rpd, conc}}, 0 = not limited)
--- Replies {'ok', seq, now, {{model, state}, ...}} | {'busy'}
+-- Replies ok, seq, now, states | busy
 -- The same id registering again is a restart: whatever the old process held is closed first, one
 -- batch a call ('busy' until that is done).
 OPS.register = function(a, now)
@@ -11,6 +11,8 @@ OPS.register = function(a, now)
   end
   redis.call('ZADD', K_INST, now, inst)
   local q = bump()
-  publish('-', {q = q, k = 'join', s = states_map(now)})
-  return {'ok', q, now, all_states(inst, now)}
+  publish('-', 'join', q, nil, all_states('', now), {}, {})
+  local out = {'ok', q, now}
+  for _, v in ipairs(all_states(inst, now)) do out[#out + 1] = v end
+  return out
 end
