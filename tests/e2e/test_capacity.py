@@ -162,7 +162,7 @@ async def test_global_concurrency_holds_while_an_instance_dies_under_load(harnes
     async def sample() -> None:
         nonlocal peak
         while sampling:
-            peak = max(peak, int(harness.redis().hget("{rl}:inflight:model-gamma", "_") or 0))
+            peak = max(peak, harness.in_flight("model-gamma").get("_", 0))
             await asyncio.sleep(0.005)
 
     sampler = asyncio.ensure_future(sample())
@@ -188,4 +188,4 @@ async def test_global_concurrency_holds_while_an_instance_dies_under_load(harnes
     await sampler
     assert more, "the survivors must take over the dead instance's freed slots"
     assert peak <= 100
-    assert int(harness.redis().hget("{rl}:inflight:model-gamma", "_") or 0) <= 100
+    assert harness.in_flight("model-gamma").get("_", 0) <= 100

@@ -51,8 +51,7 @@ def committed(harness: Harness) -> tuple[int, int]:
 
 
 def in_flight(harness: Harness) -> dict[str, int]:
-    raw = harness.redis().hgetall(f"{{rl}}:inflight:{MODEL}")
-    return {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
+    return harness.in_flight(MODEL)
 
 
 async def test_each_reaping_call_closes_at_most_one_batch_and_reaping_finishes(harness: Harness) -> None:

@@ -32,7 +32,7 @@ def window_total(harness: Harness, model: str, kind: str = "m") -> dict[str, int
 
 
 def in_flight(harness: Harness, model: str) -> int:
-    return int(harness.redis().hget(f"{{rl}}:inflight:{model}", "_") or 0)  # type: ignore[arg-type]
+    return harness.in_flight(model).get("_", 0)
 
 
 async def _tpd(harness: Harness, port: int, value: int) -> bool:
@@ -231,8 +231,7 @@ async def test_nothing_leaks_after_success_failure_expiry_and_death(harness: Har
     harness.kill_instance(b)
 
     async def all_free() -> bool:
-        raw = harness.redis().hgetall("{rl}:inflight:conc-model")
-        counts = {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
+        counts = harness.in_flight("conc-model")
         alloc = await harness.allocation(a)
         return all(v == 0 for v in counts.values()) and alloc.allocation.instance_count == 1
 

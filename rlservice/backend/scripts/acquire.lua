@@ -13,14 +13,13 @@ OPS.acquire = function(a, now)
     local existing = redis.call('GET', jkey(job_id))
     local rec = existing and open_lease(existing)
     if rec then
-      local _, text = model_state(rec.m, limits_of(rec.m) or NO_LIMITS, inst, now)
+      local _, _, text = model_state(rec.m, inst, now)
       local v = rec.raw
       return {'existing', seq(), now, csv(text), existing, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]}
     end
   end
-  local lim = limits_of(model)
+  local lim, st, text = model_state(model, inst, now)
   if not lim then return {'unknown_model'} end
-  local st, text = model_state(model, lim, inst, now)
   if a[10] == '1' or not fits(lim, st, est_t, est_r, a[9] == '1') then
     return {'denied', seq(), now, csv(text)}
   end

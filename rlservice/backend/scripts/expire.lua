@@ -8,10 +8,10 @@ OPS.expire = function(a, now)
     return {'unknown'}
   end
   if rec.x > now then return {'extended', rec.raw[8]} end
-  local lim = limits_of(rec.m) or NO_LIMITS
-  local text = close_lease(id, rec, 3, 0, 0, 0, 0, now, true, lim)
+  -- The owner's state, kept current by the counters' new values as the lease closes.
+  local lim, _, state = model_state(rec.m, rec.i, now)
+  local text = close_lease(id, rec, 3, 0, 0, 0, 0, now, true, lim, state)
   local q = bump()
-  local _, state = model_state(rec.m, lim, rec.i, now)
   publish(a[2], 'release', q, rec.i, one_state(rec.m, state), {text}, {})
   return {'expired', q, now, csv(state), text}
 end

@@ -15,12 +15,12 @@ local CLOSED_TTL = 3600000
 local BATCH = 256
 local OPS = {}
 
-local function lim_key(model) return P .. ':lim:' .. model end
 -- Per model, window kind and window: settled (st, sr) and open (ot, or) totals, and per instance
 -- open (ot:I, or:I) and settled (st:I, sr:I).
 local function wkey(model, kind, win) return P .. ':w:' .. model .. ':' .. kind .. ':' .. win end
--- Per model: in flight in total ('_') and per instance (I); instances with waiters ('w', 'w:I').
-local function ikey(model) return P .. ':inflight:' .. model end
+-- Per model: its limits (tpm, rpm, tpd, rpd, conc; 0 = not limited), in flight in total ('_') and
+-- per instance (I), instances with waiters ('w', 'w:I').
+local function ikey(model) return P .. ':model:' .. model end
 local function lkey(id) return P .. ':lease:' .. id end
 local function jkey(job) return P .. ':job:' .. job end
 -- The open leases of one instance, so that removing it never scans anyone else's.
@@ -35,22 +35,29 @@ local KINDS = {
 
 local function tracks(lim, kind) return lim[kind.tokens] > 0 or lim[kind.requests] > 0 end
 
--- Limits of a model, 0 = not limited; nil for a model nobody registered.
-local function limits_of(model)
-  local v = redis.call('HMGET', lim_key(model), 'tpm', 'rpm', 'tpd', 'rpd', 'conc')
+local function limits(v)
   if not v[1] then return nil end
   return {tpm = tonumber(v[1]), rpm = tonumber(v[2]), tpd = tonumber(v[3]), rpd = tonumber(v[4]),
           conc = tonumber(v[5])}
 end
+
+-- Limits of a model, 0 = not limited; nil for a model nobody registered.
+local function limits_of(model)
+  return limits(redis.call('HMGET', ikey(model), 'tpm', 'rpm', 'tpd', 'rpd', 'conc'))
+end
 local NO_LIMITS = {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 
--- The state of a model as seen by inst (own fields are 0 for inst == ''): numbers for the checks,
--- and the same as text, which the reply carries without formatting a number again:
+-- The limits and the state of a model as seen by inst (own fields are 0 for inst == ''), the state
+-- as numbers for the checks and as text, which the reply carries without formatting a number again;
+-- nil for an unknown model:
 --  1 minute window, 2 day window, 3 live instances N,
 --  4..9   minute: settled_t, settled_r, open_t, open_r, own_open_t, own_open_r
 --  10..15 day:    the same
 --  16 in flight in total, 17 own in flight, 18 instances with waiters, 19 own waiters (0/1)
-local function model_state(model, lim, inst, now)
+local function model_state(model, inst, now)
+  local f = redis.call('HMGET', ikey(model), 'tpm', 'rpm', 'tpd', 'rpd', 'conc', '_', inst, 'w', 'w:' .. inst)
+  local lim = limits(f)
+  if not lim then return nil end
   local st = {math.floor(now / MINUTE), math.floor(now / DAY), redis.call('ZCARD', K_INST)}
   local text = {st[1], st[2], st[3]}
   for _, kind in ipairs(KINDS) do
@@ -64,13 +71,12 @@ local function model_state(model, lim, inst, now)
       text[#text + 1] = raw
     end
   end
-  local f = redis.call('HMGET', ikey(model), '_', inst, 'w', 'w:' .. inst)
-  for i = 1, 4 do
+  for i = 6, 9 do
     local raw = f[i] or '0'
     st[#st + 1] = tonumber(raw)
     text[#text + 1] = raw
   end
-  return st, text
+  return lim, st, text
 end
 
 local function csv(text) return table.concat(text, ',') end
@@ -107,9 +113,8 @@ local function all_states(inst, now)
   local models = redis.call('SMEMBERS', K_MODELS)
   local out = {0}
   for _, model in ipairs(models) do
-    local lim = limits_of(model)
+    local lim, _, text = model_state(model, inst, now)
     if lim then
-      local _, text = model_state(model, lim, inst, now)
       out[#out + 1] = model
       out[#out + 1] = csv(text)
       out[1] = out[1] + 1
@@ -146,10 +151,17 @@ end
 -- end, then Redis drops it.
 local function settle(model, kind, win, inst, dt, dr)
   local key = wkey(model, kind.name, win)
-  if redis.call('HINCRBY', key, 'st', dt) == dt then redis.call('PEXPIREAT', key, (win + 2) * kind.size) end
-  hincr(key, 'sr', dr)
+  local t = redis.call('HINCRBY', key, 'st', dt)
+  if t == dt then redis.call('PEXPIREAT', key, (win + 2) * kind.size) end
+  local r = hincr(key, 'sr', dr)
   hincr(key, 'st:' .. inst, dt)
   hincr(key, 'sr:' .. inst, dr)
+  return t, r
+end
+
+-- Puts a counter's new value into a state's text, when there is one to keep current.
+local function put(text, at, v)
+  if text and v then text[at] = v end
 end
 
 -- Leases are hashes. Open: i (owner), m, j (job type), mw, dw (windows), t, r (estimates), x
@@ -180,7 +192,7 @@ end
 -- removal). Usage in a window that has closed is never refunded; an overage is then charged to the
 -- current window. Frees the concurrency slot and returns the closed record as text. in_t .. req
 -- are the reported usage as given (text or numbers).
-local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, expired, lim)
+local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, expired, lim, text)
   local act_t, act_r = rec.t, rec.r
   if outcome ~= 3 then act_t, act_r = tonumber(in_t) + tonumber(out_t) + tonumber(cached_t), tonumber(req) end
   local dt, dr = act_t - rec.t, act_r - rec.r
@@ -188,29 +200,36 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
   for _, kind in ipairs(KINDS) do
     if tracks(lim, kind) then
       tracked = true
-      local cur = math.floor(now / kind.size)
+      local cur, b = math.floor(now / kind.size), kind.at
       if cur == rec[kind.field] then
         local key = wkey(rec.m, kind.name, cur)
-        hincr(key, 'ot', -rec.t)
-        hincr(key, 'or', -rec.r)
-        hincr(key, 'ot:' .. rec.i, -rec.t)
-        hincr(key, 'or:' .. rec.i, -rec.r)
-        hincr(key, 'st', act_t)
-        hincr(key, 'sr', act_r)
+        put(text, b + 2, hincr(key, 'ot', -rec.t))
+        put(text, b + 3, hincr(key, 'or', -rec.r))
+        put(text, b + 4, hincr(key, 'ot:' .. rec.i, -rec.t))
+        put(text, b + 5, hincr(key, 'or:' .. rec.i, -rec.r))
+        put(text, b, hincr(key, 'st', act_t))
+        put(text, b + 1, hincr(key, 'sr', act_r))
         hincr(key, 'st:' .. rec.i, act_t)
         hincr(key, 'sr:' .. rec.i, act_r)
         refunded = true
       else
         same = 0
-        if dt > 0 or dr > 0 then settle(rec.m, kind, cur, rec.i, math.max(dt, 0), math.max(dr, 0)) end
+        if dt > 0 or dr > 0 then
+          local t, r = settle(rec.m, kind, cur, rec.i, math.max(dt, 0), math.max(dr, 0))
+          put(text, b, t)
+          put(text, b + 1, r)
+        end
       end
     end
   end
   local ik = ikey(rec.m)
-  if redis.call('HINCRBY', ik, rec.i, -1) < 0 then
+  local own = redis.call('HINCRBY', ik, rec.i, -1)
+  if own < 0 then
     redis.call('HSET', ik, rec.i, 0)
+    put(text, 17, 0)
   else
-    redis.call('HINCRBY', ik, '_', -1)
+    put(text, 16, redis.call('HINCRBY', ik, '_', -1))
+    put(text, 17, own)
   end
   -- Comparisons, not math.max: max(-0, 0) would print as -0.
   local rt = (refunded and dt < 0) and -dt or 0

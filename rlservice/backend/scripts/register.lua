@@ -7,7 +7,7 @@ OPS.register = function(a, now)
   if not remove_step(inst, now, '-') then return {'busy'} end
   for model, lim in pairs(cjson.decode(a[2])) do
     redis.call('SADD', K_MODELS, model)
-    redis.call('HSET', lim_key(model), 'tpm', lim.tpm, 'rpm', lim.rpm, 'tpd', lim.tpd, 'rpd', lim.rpd, 'conc', lim.conc)
+    redis.call('HSET', ikey(model), 'tpm', lim.tpm, 'rpm', lim.rpm, 'tpd', lim.tpd, 'rpd', lim.rpd, 'conc', lim.conc)
   end
   redis.call('ZADD', K_INST, now, inst)
   local q = bump()

@@ -8,10 +8,10 @@ OPS.release = function(a, now)
     if closed then return {'closed', closed_text(id)} end
     return {'unknown'}
   end
-  local lim = limits_of(rec.m) or NO_LIMITS
-  local text = close_lease(id, rec, tonumber(a[2]), a[3], a[4], a[5], a[6], now, false, lim)
+  -- The owner's state, kept current by the counters' new values as the lease closes.
+  local lim, st, state = model_state(rec.m, rec.i, now)
+  local text = close_lease(id, rec, tonumber(a[2]), a[3], a[4], a[5], a[6], now, false, lim, state)
   local q = bump()
-  local st, state = model_state(rec.m, lim, rec.i, now)
   -- Settled usage moved every instance's pool. A lone instance releasing its own lease has the
   -- same news in this reply.
   if st[3] > 1 or rec.i ~= a[7] then

@@ -13,7 +13,7 @@ OPS.waiting = function(a, now)
     redis.call('HINCRBY', ik, 'w', flag and 1 or -1)
   end
   local q = had ~= flag and bump() or seq()
-  local _, state = model_state(model, lim, inst, now)
+  local _, _, state = model_state(model, inst, now)
   -- Receivers take only the waiter count from it: the own fields are the sender's.
   if had ~= flag then publish(inst, 'waiting', q, nil, one_state(model, state), {}, {}) end
   return {'ok', q, now, csv(state)}
