@@ -90,6 +90,8 @@ class Forwarder:
         while True:
             index = policy.pick(targets, excluded)
             if index < 0:
+                if await self._await_answers(context, failures):
+                    continue
                 await context.abort(grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
             target = targets[index]
             target.acquiring += 1
@@ -126,7 +128,7 @@ class Forwarder:
     async def get_allocation(self, request: bytes, context: Context) -> bytes:
         instance_id = (await _parse(ratelimit_pb2.GetAllocationRequest, request, context)).instance_id
         if instance_id:
-            target = self._pool.known(instance_id) or await self._pool.find(instance_id)
+            target = await self._find(instance_id, context)
             if target is None:
                 await context.abort(
                     grpc.StatusCode.NOT_FOUND,
@@ -137,16 +139,18 @@ class Forwarder:
             except aio.AioRpcError as err:
                 await _relay(err, context)
         failures: dict[int, str] = {}
-        for index, target in enumerate(self._targets):
-            if not target.serving:
-                continue
-            try:
-                return await _call(target.get_allocation, request, context)
-            except aio.AioRpcError as err:
-                if not never_reached(err):
-                    await _relay(err, context)
-                failures[index] = err.details() or ""
-        await context.abort(grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
+        while True:
+            for index, target in enumerate(self._targets):
+                if not target.serving or index in failures:
+                    continue
+                try:
+                    return await _call(target.get_allocation, request, context)
+                except aio.AioRpcError as err:
+                    if not never_reached(err):
+                        await _relay(err, context)
+                    failures[index] = err.details() or ""
+            if not await self._await_answers(context, failures):
+                await context.abort(grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
 
     async def _issuer(self, lease_id: str, context: Context) -> tuple[Target, str]:
         instance_id = issuing_instance(lease_id)
@@ -155,10 +159,40 @@ class Forwarder:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"malformed lease_id {lease_id!r}: expected <instance_id>/<token>",
             )
-        target = self._pool.known(instance_id) or await self._pool.find(instance_id)
+        target = await self._find(instance_id, context)
         if target is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, _unreachable(instance_id, lease_id))
         return target, instance_id
+
+    async def _find(self, instance_id: str, context: Context) -> Target | None:
+        """The target serving `instance_id`.
+
+        A target learns its instance id when it turns SERVING, so while some have not answered yet
+        the id may be theirs: wait for them before asking every target.
+        """
+        pool = self._pool
+        target = pool.known(instance_id)
+        while target is None and await self._await_answers(context, None):
+            target = pool.known(instance_id)
+        return target or await pool.find(instance_id)
+
+    async def _await_answers(self, context: Context, failures: dict[int, str] | None) -> bool:
+        """Waits for the next change of a target's state while some target has not answered its
+        first health check; False when every target has, so waiting cannot help.
+
+        Aborts with DEADLINE_EXCEEDED when the call's deadline has passed. A call with no deadline
+        waits at most until the pool gives up on the targets' first answers.
+        """
+        if not self._pool.pending:
+            return False
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"deadline passed while waiting for a target's first health answer: {self._states(failures)}",
+            )
+        await self._pool.next_change(remaining)
+        return True
 
     async def _to_issuer(
         self, method: Method, instance_id: str, lease_id: str, request: bytes, context: Context
@@ -171,8 +205,10 @@ class Forwarder:
             await _relay(err, context)
 
     def _no_target(self, failures: dict[int, str] | None) -> str:
-        states = (
+        return f"no healthy target: {self._states(failures)}"
+
+    def _states(self, failures: dict[int, str] | None) -> str:
+        return ", ".join(
             f"{t.address} (unreachable: {failures[i]})" if failures and i in failures else t.describe()
             for i, t in enumerate(self._targets)
         )
-        return f"no healthy target: {', '.join(states)}"

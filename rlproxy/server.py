@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rlproxy.forwarding import Forwarder
 from rlproxy.policies import Policy
-from rlproxy.targets import RATE_LIMITER, Target, TargetPool
+from rlproxy.targets import FIRST_ANSWER_TIMEOUT_S, RATE_LIMITER, Target, TargetPool
 
 # least_loaded refreshes each target's open-lease count from GetAllocation this often; between
 # refreshes it counts the leases it grants and releases itself.
@@ -24,11 +24,21 @@ _NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ProxyServer:
-    """The proxy's gRPC server; `poll_loads` keeps targets' open-lease counts fresh for least_loaded."""
+    """The proxy's gRPC server; `poll_loads` keeps targets' open-lease counts fresh for least_loaded.
 
-    def __init__(self, targets: Sequence[str], policy: Policy, *, poll_loads: bool = False) -> None:
+    `first_answer_timeout_s` bounds how long calls wait for a target's first health answer.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[str],
+        policy: Policy,
+        *,
+        poll_loads: bool = False,
+        first_answer_timeout_s: float = FIRST_ANSWER_TIMEOUT_S,
+    ) -> None:
         self._health = health_aio.HealthServicer()
-        self._pool = TargetPool(targets, self._target_health)
+        self._pool = TargetPool(targets, self._target_health, first_answer_timeout_s)
         self._poll_loads = poll_loads
         # With SO_REUSEPORT a second process could bind the same port and silently take half the calls.
         self._server = aio.server(options=(("grpc.so_reuseport", 0),))

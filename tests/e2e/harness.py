@@ -176,7 +176,9 @@ class Harness:
         port: int | None = None,
         weights: list[int] | None = None,
         policy: str | None = None,
+        wait_serving: bool = True,
     ) -> Process:
+        """With `wait_serving=False`, returns as soon as the proxy prints its listening line."""
         args = ["--port", str(port or 0), "--targets", ",".join(f"127.0.0.1:{p}" for p in target_ports)]
         if weights:
             args += ["--weights", ":".join(str(w) for w in weights)]
@@ -185,7 +187,8 @@ class Harness:
         p = self._spawn("rlproxy", args)
         self.proxy = p
         self.processes[p.port] = p
-        self.wait_serving(p.port)
+        if wait_serving:
+            self.wait_serving(p.port)
         return p
 
     def wait_serving(self, port: int, timeout: float = BOOT_TIMEOUT_S) -> None:

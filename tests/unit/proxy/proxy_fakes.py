@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -14,6 +15,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from rlproto import ratelimit_pb2, ratelimit_pb2_grpc
 from rlproxy.policies import Policy, RoundRobin
 from rlproxy.server import ProxyServer
+from rlproxy.targets import FIRST_ANSWER_TIMEOUT_S
 
 RATE_LIMITER = "ratelimit.v1.RateLimiter"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -90,13 +92,40 @@ class FakeInstance(ratelimit_pb2_grpc.RateLimiterServicer):
         return ratelimit_pb2.GetAllocationResponse(instance_id=self.instance_id, active_leases=len(self.open))
 
 
+class HeldHealth:
+    """grpc.health.v1 that answers only once `answering` is set, as an instance too busy to answer
+    yet would: connections are taken, health calls wait."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.answering = asyncio.Event()
+        self.answering.set()
+
+    async def Check(self, request: Any, context: aio.ServicerContext[object, object]) -> Any:
+        await self.answering.wait()
+        return await self._inner.Check(request, context)
+
+    async def Watch(self, request: Any, context: aio.ServicerContext[object, object]) -> None:
+        await self.answering.wait()
+        await self._inner.Watch(request, context)
+
+    def __getattr__(self, name: str) -> Any:
+        # Methods of the health service that the proxy does not call (List) are served as they are.
+        return getattr(self._inner, name)
+
+
 class FakeServer:
-    """A FakeInstance served with grpc.health.v1 on 127.0.0.1, its status set under `health_name`."""
+    """A FakeInstance served with grpc.health.v1 on 127.0.0.1, its status set under `health_name`.
+
+    `answering` (set at first) holds health answers back while it is clear.
+    """
 
     def __init__(self, instance_id: str, health_name: str = RATE_LIMITER) -> None:
         self.instance = FakeInstance(instance_id)
         self.health_name = health_name
         self.health = health_aio.HealthServicer()
+        self._held = HeldHealth(self.health)
+        self.answering = self._held.answering
         self.port = 0
         self._server: aio.Server | None = None
 
@@ -107,7 +136,7 @@ class FakeServer:
     async def start(self, port: int = 0) -> FakeServer:
         server = aio.server()
         ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(self.instance, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._held, server)
         self.port = server.add_insecure_port(f"127.0.0.1:{port}")
         await self.set_serving(True)
         await server.start()
@@ -159,9 +188,16 @@ class ProxyMaker:
         self._proxies: list[Proxy] = []
 
     async def __call__(
-        self, targets: Sequence[FakeServer], policy: Policy | None = None, *, ready: bool = True
+        self,
+        targets: Sequence[FakeServer | str],
+        policy: Policy | None = None,
+        *,
+        ready: bool = True,
+        first_answer_timeout_s: float = FIRST_ANSWER_TIMEOUT_S,
     ) -> Proxy:
-        server = ProxyServer([t.address for t in targets], policy or RoundRobin())
+        """A proxy in front of `targets`: fakes, or addresses (where nothing need listen)."""
+        addresses = [t if isinstance(t, str) else t.address for t in targets]
+        server = ProxyServer(addresses, policy or RoundRobin(), first_answer_timeout_s=first_answer_timeout_s)
         proxy = Proxy(server, await server.start("127.0.0.1", 0))
         self._proxies.append(proxy)
         if ready:
