@@ -27,9 +27,17 @@ T = TypeVar("T")
 Context = ServicerContext[Any, Any]
 
 
+# Slot counts are int32 in the API; a limit far above any estimate is "unbounded" there.
+INT32_MAX = 2**31 - 1
+
+
+def _slots(n: int) -> int:
+    return min(n, INT32_MAX)
+
+
 def _pool(p: Pool) -> pb.Pool:
     return pb.Pool(
-        total_slots=p.total_slots,
+        total_slots=_slots(p.total_slots),
         tokens_per_minute=p.rates[0],
         requests_per_minute=p.rates[1],
         tokens_per_day=p.rates[2],
@@ -172,7 +180,7 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
                         initial_ratio=t.initial_ratio,
                         flexible=t.flexible,
                         in_flight=t.in_flight,
-                        allocated_slots=t.allocated_slots,
+                        allocated_slots=_slots(t.allocated_slots),
                         waiting=t.waiting,
                     )
                     for n, t in report.job_types.items()
@@ -181,7 +189,7 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
                     m: pb.ModelJobTypes(
                         job_types={
                             n: pb.ModelJobTypeState(
-                                allocated_slots=t.allocated_slots,
+                                allocated_slots=_slots(t.allocated_slots),
                                 in_flight=t.in_flight,
                                 window_used=t.window_used,
                                 waiting=t.waiting,

@@ -148,18 +148,22 @@ class Ledger:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _eval(self, argv: list[Any]) -> list[bytes]:
+        try:
+            replies: list[bytes] = await self._exec("EVALSHA", self._sha, 1, self._key, *argv)
+        except NoScriptError:
+            # Redis restarted or flushed its script cache: nothing ran; load once more and retry.
+            await self.load()
+            replies = await self._exec("EVALSHA", self._sha, 1, self._key, *argv)
+        return replies
+
     async def _send(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[list[str]]]]) -> None:
         argv: list[Any] = []
         for op, args, _ in batch:
             argv += (op, len(args), *args)
         started = time.perf_counter()
         try:
-            try:
-                replies = await self._exec("EVALSHA", self._sha, 1, self._key, *argv)
-            except NoScriptError:
-                # Redis restarted or flushed its script cache: nothing ran; load once more and retry.
-                await self.load()
-                replies = await self._exec("EVALSHA", self._sha, 1, self._key, *argv)
+            replies = await self._eval(argv)
         except (RedisError, OSError, LedgerUnavailable) as e:
             error = e if isinstance(e, LedgerUnavailable) else LedgerUnavailable(f"redis: {e}")
             for _, _, future in batch:
@@ -187,14 +191,23 @@ class Ledger:
         return _states(r, 3)
 
     async def heartbeat(self) -> tuple[dict[str, Snapshot], bool]:
-        """The states, and whether a stale instance is still being removed (see reap)."""
+        """The states, and whether maintenance is waiting (see reap)."""
         _, r = await self._run("heartbeat", self.instance_id, self._stale)
         return _states(r, 4), r[3] == "1"
 
     async def reap(self) -> bool:
-        """One bounded step of removing a stale instance; True while more steps are needed."""
-        _, r = await self._run("reap", self._stale)
-        return r[1] == "1"
+        """One bounded step of maintenance (removing a stale instance, else freeing expired leases);
+        True while more is waiting. Sent alone, never in a batch: an Acquire coalesced with it would
+        wait for the whole step."""
+        started = time.perf_counter()
+        try:
+            (reply,) = await self._eval(["reap", 1, self._stale])
+        except (RedisError, OSError) as e:
+            raise LedgerUnavailable(f"redis: {e}") from e
+        finally:
+            if self._observe is not None:
+                self._observe("reap", time.perf_counter() - started)
+        return reply.decode().split("\n")[1] == "1"
 
     async def unregister(self) -> bool:
         """One bounded step of leaving; True once this instance is gone from the ledger."""

@@ -81,7 +81,8 @@ class Membership:
             self._reap()
 
     def _reap(self) -> None:
-        """Removes stale instances one bounded step a call, back to back, until none is left."""
+        """Removes stale instances and frees expired leases one bounded step a call, back to back,
+        until none is left."""
         if self._reaping is None or self._reaping.done():
             self._reaping = asyncio.ensure_future(self._reap_all())
 
@@ -90,7 +91,7 @@ class Membership:
             while await self._ledger.reap():
                 pass
         except LedgerUnavailable as e:
-            log.warning("removing a stale instance paused: %s", e)
+            log.warning("maintenance of the ledger paused: %s", e)
 
     def _apply_states(self, states: dict[str, Snapshot]) -> None:
         self._local.apply_states(states)

@@ -11,8 +11,9 @@ local MINUTE = 60000
 local DAY = 86400000
 -- A closed lease is kept this long so that a repeated Release gets the first answer again.
 local CLOSED_TTL = 3600000
--- The most leases one call closes when removing an instance or sweeping expired leases.
-local BATCH = 256
+-- The most leases one operation closes when removing an instance or sweeping expired leases: a few
+-- milliseconds of Redis at most, so that every other call waits no longer than that.
+local BATCH = 128
 local OPS = {}
 
 -- Per model, window kind and window: settled (st, sr) and open (ot, or) totals, and per instance
@@ -293,12 +294,12 @@ local function remove_step(inst, now, origin)
   return done
 end
 
--- One step of removing the oldest stale instance, if any; true when more removal work is waiting.
-local function reap(now, stale_ms)
-  local dead = redis.call('ZRANGEBYSCORE', K_INST, '-inf', now - stale_ms, 'LIMIT', 0, 1)
-  if #dead == 0 then return false end
-  remove_step(dead[1], now, '-')
-  return #redis.call('ZRANGEBYSCORE', K_INST, '-inf', now - stale_ms, 'LIMIT', 0, 1) > 0
+local function stale(now, stale_ms)
+  return redis.call('ZRANGEBYSCORE', K_INST, '-inf', now - stale_ms, 'LIMIT', 0, 1)[1]
+end
+
+local function expired_left(now)
+  return #redis.call('ZRANGEBYSCORE', K_LEXP, '-inf', now, 'LIMIT', 0, 1) > 0
 end
 
 -- Frees at most one batch of leases whose expiry has passed, whoever holds them; returns their
