@@ -48,8 +48,6 @@ OPS.acquire = function(a, now)
   local key = lkey(lease_id)
   redis.call('HSET', key, 'i', inst, 'm', model, 'j', job_type, 'mw', st[1], 'dw', st[2], 't', a[6], 'r', a[7],
              'x', expires, 'jid', job_id)
-  -- The lease key outlives its expiry by a day only as a safety net; expiry closes it first.
-  redis.call('PEXPIREAT', key, expires + DAY)
   redis.call('ZADD', K_LEXP, expires, lease_id)
   redis.call('SADD', ilkey(inst), lease_id)
   if job_id ~= '' then redis.call('SET', jkey(job_id), lease_id, 'PX', ttl) end

@@ -8,9 +8,7 @@ OPS.extend = function(a, now)
   end
   if rec.x <= now then return {'unknown'} end
   local expires = now + ttl
-  local key = lkey(id)
-  redis.call('HSET', key, 'x', expires)
-  redis.call('PEXPIREAT', key, expires + DAY)
+  redis.call('HSET', lkey(id), 'x', expires)
   redis.call('ZADD', K_LEXP, expires, id)
   if rec.jid ~= '' then redis.call('PEXPIRE', jkey(rec.jid), ttl) end
   return {'extended', expires}

@@ -166,7 +166,8 @@ local function put(text, at, v)
 end
 
 -- Leases are hashes. Open: i (owner), m, j (job type), mw, dw (windows), t, r (estimates), x
--- (expiry), jid (job id). Closing adds o (outcome), same, ex (expired), rt, rr (refunded), ot, or
+-- (expiry), jid (job id); an open lease has no TTL of its own, since its entry in the expiry index
+-- always closes it. Closing adds o (outcome), same, ex (expired), rt, rr (refunded), ot, or
 -- (overage) and the actual usage in, out, cached, req. A closed lease answers later Releases as
 -- text, 20 lines in CLOSED order; the job id comes last.
 local OPEN = {'i', 'm', 'j', 'mw', 'dw', 't', 'r', 'x', 'jid', 'o'}
