@@ -2,11 +2,8 @@
 -- Replies expired, seq, now, state_of_owner, closed | extended, expires_at | closed, closed | unknown
 OPS.expire = function(a, now)
   local id = a[1]
-  local rec, closed = open_lease(id)
-  if not rec then
-    if closed then return {'closed', closed_text(id)} end
-    return {'unknown'}
-  end
+  local rec, reply = find_open(id)
+  if not rec then return reply end
   if rec.x > now then return {'extended', rec.raw[8]} end
   -- The owner's state, kept current by the counters' new values as the lease closes.
   local lim, _, state = model_state(rec.m, rec.i, now)

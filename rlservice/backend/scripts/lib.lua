@@ -189,6 +189,15 @@ local function closed_text(id)
   return id .. '\n' .. table.concat(v, '\n')
 end
 
+-- An open lease's record, or else the reply for a lease that is not open: its closed record, or
+-- unknown.
+local function find_open(id)
+  local rec, closed = open_lease(id)
+  if rec then return rec end
+  if closed then return nil, {'closed', closed_text(id)} end
+  return nil, {'unknown'}
+end
+
 -- Closes an open lease: its estimate leaves the open totals of its windows and its usage is
 -- settled there (actual usage for outcomes 1 and 2, the estimate for 3: unknown usage, expiry,
 -- removal). Usage in a window that has closed is never refunded; an overage is then charged to the

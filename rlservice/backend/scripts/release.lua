@@ -3,11 +3,8 @@
 -- Replies released, seq, now, state_of_owner, closed | closed, closed | unknown
 OPS.release = function(a, now)
   local id = a[1]
-  local rec, closed = open_lease(id)
-  if not rec then
-    if closed then return {'closed', closed_text(id)} end
-    return {'unknown'}
-  end
+  local rec, reply = find_open(id)
+  if not rec then return reply end
   -- The owner's state, kept current by the counters' new values as the lease closes.
   local lim, st, state = model_state(rec.m, rec.i, now)
   local text = close_lease(id, rec, tonumber(a[2]), a[3], a[4], a[5], a[6], now, false, lim, state)
