@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-reap clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap clean
 
 install: $(STAMP)
 
@@ -45,6 +45,9 @@ bench: install
 
 bench-proxy: install
 	$(PY) bench/proxy_bench.py
+
+bench-utilisation: install
+	$(PY) bench/utilisation.py
 
 bench-reap: install
 	$(PY) bench/reap_bench.py
