@@ -39,8 +39,9 @@ class Pool:
     rates, max_concurrent, total_slots: the reported pool, floor(max(0, limit - settled) / N) and
         floor(max_concurrent / N) (SPEC §5); it moves with settled usage and N only.
     capacity, capacity_slots, concurrent_capacity: what the instance may hold in the window, which
-        its job types divide by their ratios: the pool, or while it borrows (lending on and no
-        other instance waiting) what is left globally besides the others' open leases.
+        its job types divide by their ratios: the pool, or while it borrows (lending on, its own
+        waiters on record and no other instance waiting) what is left globally besides the others'
+        open leases.
     room, concurrent_room: what it may still take now, both checks applied, attempts on their way
         to Redis included.
     """
@@ -84,7 +85,8 @@ def compute_pool(
     pending: Pending = NO_PENDING,
 ) -> Pool:
     n = max(snap.instances, 1)
-    lending = lend and not snap.others_waiting
+    # Borrowing is for requests that queued: only with this instance's waiters on record (lib.lua).
+    lending = lend and snap.own_waiting == 1 and not snap.others_waiting
     extra = pending.per_dim()
     rates: list[int | None] = []
     capacity: list[int | None] = []

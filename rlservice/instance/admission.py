@@ -154,8 +154,15 @@ class Admission:
                         return got, waiter is not None
                 if waiter is None:
                     waiter = queue.join()
-                    self._membership.waiters_changed(model)
+                    recording = self._membership.waiters_changed(model)
                     local.changes.notify()
+                    if recording is not None and local.lend:
+                        # Borrowing beyond the share needs this instance's waiters on record: one
+                        # ledger call, even when no wait is allowed. Recording it pumps the queue.
+                        await asyncio.shield(recording)
+                        if waiter.woken:
+                            res, taken = waiter.future.result(), True
+                            continue
                 else:
                     waiter.rearm()
                 taken = False

@@ -34,7 +34,7 @@ class Membership:
         # Per model: the waiting flag wanted, the one the ledger holds, and whether a sync runs.
         self._waiting_wanted: dict[str, bool] = {}
         self._waiting_sent: dict[str, bool] = {}
-        self._waiting_sync: set[str] = set()
+        self._waiting_sync: dict[str, asyncio.Task[None]] = {}
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -160,17 +160,21 @@ class Membership:
 
     # ----- waiting flags ---------------------------------------------------------------------
 
-    def waiters_changed(self, model: ModelState) -> None:
-        """Called when the model's local waiters may have gone from none to some or back."""
+    def waiters_changed(self, model: ModelState) -> asyncio.Task[None] | None:
+        """Called when the model's local waiters may have gone from none to some or back; returns
+        the recording of the flag in the ledger while one runs."""
         waiting = any(len(q) for q in model.queues.values())
         if self._waiting_wanted.get(model.name, False) != waiting:
             self._waiting_wanted[model.name] = waiting
             self.sync_waiting(model.name)
+        return self._waiting_sync.get(model.name)
 
     def sync_waiting(self, name: str) -> None:
         if name not in self._waiting_sync and self.registered:
-            self._waiting_sync.add(name)
-            self.spawn(self._sync_waiting(name))
+            task = asyncio.ensure_future(self._sync_waiting(name))
+            self._waiting_sync[name] = task
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _sync_waiting(self, name: str) -> None:
         """Brings the ledger's flag to the wanted one; one call a change, never two at once."""
@@ -185,5 +189,5 @@ class Membership:
         except LedgerUnavailable as e:
             log.warning("cannot record waiters for %s: %s", name, e)
         finally:
-            self._waiting_sync.discard(name)
+            del self._waiting_sync[name]
         self._local.pump(model)

@@ -72,7 +72,8 @@ class Ledger:
 
     def admits(self, inst: int, e: Quad) -> bool:
         n = max(len(self.leases), 1)
-        lending = self.lend and not (self.waiting - {inst})
+        # Borrowing is for an instance with its own waiters on record while nobody else waits.
+        lending = self.lend and inst in self.waiting and not (self.waiting - {inst})
         committed = add(self.settled, self.open())
         own = self.own_open(inst)
         for d, limit in enumerate(self.lim.rates):
@@ -425,6 +426,7 @@ def test_zero_estimates_leave_slots_unbounded() -> None:
 
 def test_a_lender_may_take_the_whole_window_while_nobody_else_waits() -> None:
     ledger = two_instances(TPM_100K, lend=True)
+    ledger.waiting.add(A)
     started = 0
     while ledger.acquire(A, JOB):
         started += 1
@@ -437,8 +439,11 @@ def test_a_lender_may_take_the_whole_window_while_nobody_else_waits() -> None:
     ledger.check()
 
 
-def test_its_own_waiters_do_not_stop_a_lender() -> None:
+def test_a_lender_borrows_only_with_its_own_waiters_on_record() -> None:
     ledger = two_instances(TPM_100K, lend=True)
+    # A job beyond the share first queues: until the instance's waiters are on record it keeps to its share.
+    assert not ledger.pool(A, 10_000).lending
+    assert ledger.pool(A, 10_000).room[0] == 50_000
     ledger.waiting.add(A)
     assert ledger.pool(A, 10_000).lending
     assert ledger.pool(A, 10_000).room[0] == 100_000
@@ -446,6 +451,7 @@ def test_its_own_waiters_do_not_stop_a_lender() -> None:
 
 def test_lending_stops_as_soon_as_another_instance_waits() -> None:
     ledger = two_instances(TPM_100K, lend=True)
+    ledger.waiting.add(A)
     for _ in range(3):
         assert ledger.acquire(A, JOB)
     assert ledger.pool(A, 10_000).room[0] == 70_000
@@ -453,12 +459,15 @@ def test_lending_stops_as_soon_as_another_instance_waits() -> None:
     a = ledger.pool(A, 10_000)
     assert not a.lending
     assert (a.room[0], a.capacity[0], a.capacity_slots) == (20_000, 50_000, 5)
-    # B itself still lends while nobody else waits.
+    # While both wait nobody borrows; once A's waiters are gone, B may.
+    assert not ledger.pool(B, 10_000).lending
+    ledger.waiting.discard(A)
     assert ledger.pool(B, 10_000).lending
 
 
 def test_a_lender_over_its_share_takes_nothing_until_back_within_it() -> None:
     ledger = two_instances(TPM_100K, lend=True)
+    ledger.waiting.add(A)
     for _ in range(8):
         assert ledger.acquire(A, JOB)
     ledger.waiting.add(B)
@@ -477,9 +486,9 @@ def test_a_lender_over_its_share_takes_nothing_until_back_within_it() -> None:
 
 def test_lending_concurrency() -> None:
     lim = limits(concurrent=10)
-    pool = compute_pool(lim, snapshot(2, inflight_total=7, own_inflight=7), 1, 1, lend=True)
+    pool = compute_pool(lim, snapshot(2, inflight_total=7, own_inflight=7, waiters=1, own_waiting=1), 1, 1, lend=True)
     assert (pool.max_concurrent, pool.concurrent_capacity, pool.concurrent_room) == (5, 10, 3)
-    waited = compute_pool(lim, snapshot(2, inflight_total=7, own_inflight=7, waiters=1), 1, 1, lend=True)
+    waited = compute_pool(lim, snapshot(2, inflight_total=7, own_inflight=7, waiters=2, own_waiting=1), 1, 1, lend=True)
     assert (waited.concurrent_capacity, waited.concurrent_room) == (5, 0)
 
 
@@ -519,7 +528,7 @@ def check_room_agrees(ledger: Ledger, e: Quad) -> None:
     for inst in ledger.leases:
         pool = ledger.pool(inst)
         assert room_admits(pool, e) == ledger.admits(inst, e), (inst, e, pool)
-        assert pool.lending == (ledger.lend and not (ledger.waiting - {inst}))
+        assert pool.lending == (ledger.lend and ledger.waiting == {inst})
 
 
 # Small limits against estimates of their order make the window fill up. Estimates start at 1 in

@@ -49,7 +49,7 @@ def test_slots_divide_the_pool_not_what_is_left_of_it() -> None:
 
 def test_lent_capacity_is_divided_by_the_same_ratios() -> None:
     # Lending with the other instance idle: the instance may hold the whole 100 000, 10 slots.
-    pool = compute_pool(limits(tpm=100_000), snapshot(2), 10_000, 1, lend=True)
+    pool = compute_pool(limits(tpm=100_000), snapshot(2, waiters=1, own_waiting=1), 10_000, 1, lend=True)
     assert (pool.total_slots, pool.capacity_slots) == (5, 10)
     assert [allocated_slots(pool, r, 1, None) for r in (0.6, 0.4)] == [6, 4]
 

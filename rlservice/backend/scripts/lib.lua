@@ -92,8 +92,11 @@ local function dim_fits(limit, n, settled, open, own, e, lending)
   return lending or own + e <= math.floor(math.max(0, limit - settled) / n)
 end
 
--- Lending applies while no other live instance has waiters for the model.
-local function lending(lend, st) return lend and st[18] - st[19] <= 0 end
+-- Lending applies while no other live instance has waiters for the model, and only to an instance
+-- whose own waiters are on record: a job beyond the share first queues and the instance records
+-- that it waits, so that instances whose demand arrives at the same moment first take their own
+-- shares instead of finding them lent away.
+local function lending(lend, st) return lend and st[19] == 1 and st[18] == 1 end
 
 local function fits(lim, st, est_t, est_r, lend)
   local n, borrow = math.max(st[3], 1), lending(lend, st)
