@@ -11,6 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from rlcommon.server import PLAIN, ServerSetup
+from rlproxy.access import PLAINTEXT, TargetAccess
 from rlproxy.forwarding import Forwarder
 from rlproxy.policies import Policy
 from rlproxy.targets import RATE_LIMITER, Target, TargetPool
@@ -26,12 +28,23 @@ _NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 class ProxyServer:
     """The proxy's gRPC server; `poll_loads` keeps targets' open-lease counts fresh for least_loaded."""
 
-    def __init__(self, targets: Sequence[str], policy: Policy, *, poll_loads: bool = False) -> None:
+    def __init__(
+        self,
+        targets: Sequence[str],
+        policy: Policy,
+        *,
+        poll_loads: bool = False,
+        setup: ServerSetup = PLAIN,
+        access: TargetAccess = PLAINTEXT,
+    ) -> None:
         self._health = health_aio.HealthServicer()
-        self._pool = TargetPool(targets, self._target_health)
+        self._pool = TargetPool(targets, self._target_health, access)
         self._poll_loads = poll_loads
+        self._setup = setup
         # With SO_REUSEPORT a second process could bind the same port and silently take half the calls.
-        self._server = aio.server(options=(("grpc.so_reuseport", 0),))
+        self._server = aio.server(
+            options=(("grpc.so_reuseport", 0),), interceptors=setup.interceptors(RATE_LIMITER) or None
+        )
         forwarder = Forwarder(self._pool, policy)
         self._server.add_generic_rpc_handlers(
             (
@@ -61,7 +74,7 @@ class ProxyServer:
 
         Raises RuntimeError when the address cannot be bound.
         """
-        bound = self._server.add_insecure_port(f"{host}:{port}")
+        bound = self._setup.bind(self._server, f"{host}:{port}")
         for service in (*(t.address for t in self._pool.targets), "", RATE_LIMITER):
             await self._health.set(service, _NOT_SERVING)
         await self._server.start()
