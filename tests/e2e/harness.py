@@ -113,6 +113,8 @@ class Harness:
     processes: dict[int, Process] = field(default_factory=dict)
     proxy: Process | None = None
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    # Every channel the harness opens uses these when set (TLS, a token as call credentials).
+    credentials: grpc.ChannelCredentials | None = None
 
     # ----- Redis -----------------------------------------------------------------------------
 
@@ -150,11 +152,13 @@ class Harness:
         overrides: dict[str, Any] | None = None,
         instance_id: str | None = None,
         wait_serving: bool = True,
+        extra_args: list[str] | None = None,
     ) -> Process:
         args = ["--port", str(port), "--config", str(self.config_file(preset, overrides))]
         args += ["--redis-url", self.redis_server.url]
         if instance_id:
             args += ["--instance-id", instance_id]
+        args += extra_args or []
         p = self._spawn("rlservice", args)
         self.processes[p.port] = p
         if wait_serving:
@@ -168,12 +172,14 @@ class Harness:
         port: int | None = None,
         weights: list[int] | None = None,
         policy: str | None = None,
+        extra_args: list[str] | None = None,
     ) -> Process:
         args = ["--port", str(port or 0), "--targets", ",".join(f"127.0.0.1:{p}" for p in target_ports)]
         if weights:
             args += ["--weights", ":".join(str(w) for w in weights)]
         if policy:
             args += ["--policy", policy]
+        args += extra_args or []
         p = self._spawn("rlproxy", args)
         self.proxy = p
         self.processes[p.port] = p
@@ -181,7 +187,7 @@ class Harness:
         return p
 
     def wait_serving(self, port: int, timeout: float = BOOT_TIMEOUT_S) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with self.sync_channel(port) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
 
             def serving() -> bool:
@@ -243,8 +249,14 @@ class Harness:
 
     # ----- gRPC ------------------------------------------------------------------------------
 
+    def sync_channel(self, port: int) -> grpc.Channel:
+        address = f"127.0.0.1:{port}"
+        if self.credentials is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, self.credentials)
+
     def fetch_allocation(self, port: int, instance_id: str = "") -> pb.GetAllocationResponse:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with self.sync_channel(port) as ch:
             stub = pb_grpc.RateLimiterStub(ch)
             return stub.GetAllocation(pb.GetAllocationRequest(instance_id=instance_id), timeout=10)
 
@@ -253,7 +265,11 @@ class Harness:
         address = f"127.0.0.1:{port}"
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            channel = self._channels[address] = (
+                grpc.aio.secure_channel(address, self.credentials)
+                if self.credentials is not None
+                else grpc.aio.insecure_channel(address)
+            )
         return pb_grpc.RateLimiterStub(channel)
 
     async def allocation(self, port: int) -> pb.GetAllocationResponse:
