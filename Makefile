@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-security clean
 
 install: $(STAMP)
 
@@ -45,6 +45,9 @@ bench: install
 
 bench-proxy: install
 	$(PY) bench/proxy_bench.py
+
+bench-security: install
+	$(PY) bench/security_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/node/node_modules

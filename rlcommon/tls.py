@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
@@ -23,8 +24,18 @@ def read_pem(path: Path, what: str, marker: str = "-----BEGIN ") -> bytes:
 def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> grpc.ServerCredentials:
     """With `client_ca`, clients must present a certificate that CA signed (mutual TLS)."""
     pair = (read_pem(key, "TLS key", "PRIVATE KEY-----"), read_pem(cert, "TLS certificate", "CERTIFICATE-----"))
+    check_pair(cert, key)
     ca = read_pem(client_ca, "client CA", "CERTIFICATE-----") if client_ca is not None else None
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def check_pair(cert: Path, key: Path) -> None:
+    """Raises SetupError unless `key` is the private key of `cert`: gRPC would only fail to bind."""
+    try:
+        # An encrypted key gets this empty password rather than a prompt on the terminal.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=b"")
+    except ssl.SSLError as e:
+        raise SetupError(f"TLS key {key} does not go with the certificate {cert} ({e.reason or e})") from None
 
 
 def channel_credentials(
@@ -33,6 +44,8 @@ def channel_credentials(
     """Trusts `ca` (else the system roots) and presents `cert`/`key` when the server asks for one."""
     if (cert is None) != (key is None):
         raise SetupError("a client certificate and its key go together: give both or neither")
+    if cert is not None and key is not None:
+        check_pair(cert, key)
     return grpc.ssl_channel_credentials(
         root_certificates=read_pem(ca, "CA", "CERTIFICATE-----") if ca is not None else None,
         private_key=read_pem(key, "TLS key", "PRIVATE KEY-----") if key is not None else None,

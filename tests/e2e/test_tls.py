@@ -100,3 +100,14 @@ def test_unusable_tls_flags_stop_the_start_with_a_message(module: str, pki: Pki,
 
     code, err = start_error(module, [*base, "--tls-cert", str(pki.key), "--tls-key", str(pki.key)])
     assert code == 2 and f"TLS certificate {pki.key}: no PEM block" in err, err
+
+    code, err = start_error(module, [*base, "--tls-cert", str(pki.cert), "--tls-key", str(pki.client_key)])
+    assert code == 2 and f"TLS key {pki.client_key} does not go with the certificate {pki.cert}" in err, err
+
+
+def test_the_proxy_wants_a_target_ca_for_a_target_certificate(pki: Pki) -> None:
+    args = ["--port", "0", "--targets", "127.0.0.1:1", "--target-cert", str(pki.client_cert)]
+    code, err = start_error("rlproxy", [*args, "--target-key", str(pki.client_key)])
+    assert code == 2 and "--target-cert and --target-key need --target-ca" in err, err
+    code, err = start_error("rlproxy", [*args, "--target-ca", str(pki.ca)])
+    assert code == 2 and "a client certificate and its key go together" in err, err
