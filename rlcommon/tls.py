@@ -30,12 +30,16 @@ def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> 
 
 
 def check_pair(cert: Path, key: Path) -> None:
-    """Raises SetupError unless `key` is the private key of `cert`: gRPC would only fail to bind."""
+    """Raises SetupError unless `key` is the unencrypted private key of `cert`; gRPC itself would
+    only fail to bind, or to connect, without saying why."""
     try:
         # An encrypted key gets this empty password rather than a prompt on the terminal.
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=b"")
     except ssl.SSLError as e:
-        raise SetupError(f"TLS key {key} does not go with the certificate {cert} ({e.reason or e})") from None
+        raise SetupError(
+            f"TLS key {key} does not go with the certificate {cert} ({e.reason or e}):"
+            " it must be the certificate's unencrypted private key"
+        ) from None
 
 
 def channel_credentials(
@@ -44,10 +48,12 @@ def channel_credentials(
     """Trusts `ca` (else the system roots) and presents `cert`/`key` when the server asks for one."""
     if (cert is None) != (key is None):
         raise SetupError("a client certificate and its key go together: give both or neither")
-    if cert is not None and key is not None:
-        check_pair(cert, key)
-    return grpc.ssl_channel_credentials(
-        root_certificates=read_pem(ca, "CA", "CERTIFICATE-----") if ca is not None else None,
-        private_key=read_pem(key, "TLS key", "PRIVATE KEY-----") if key is not None else None,
-        certificate_chain=read_pem(cert, "TLS certificate", "CERTIFICATE-----") if cert is not None else None,
+    root = read_pem(ca, "CA", "CERTIFICATE-----") if ca is not None else None
+    if cert is None or key is None:
+        return grpc.ssl_channel_credentials(root_certificates=root)
+    private_key, chain = (
+        read_pem(key, "TLS key", "PRIVATE KEY-----"),
+        read_pem(cert, "TLS certificate", "CERTIFICATE-----"),
     )
+    check_pair(cert, key)
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=private_key, certificate_chain=chain)
