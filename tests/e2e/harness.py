@@ -202,6 +202,24 @@ class Harness:
 
             poll_until(serving, timeout=timeout, what=f"port {port} to be SERVING")
 
+    def wait_routes(self, proxy_port: int, target_ports: list[int], timeout: float = BOOT_TIMEOUT_S) -> None:
+        """Waits until the proxy reports every one of these targets SERVING (under its address)."""
+        with self.sync_channel(proxy_port) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+
+            def all_serving() -> bool:
+                for port in target_ports:
+                    request = health_pb2.HealthCheckRequest(service=f"127.0.0.1:{port}")
+                    try:
+                        status = stub.Check(request, timeout=1).status
+                    except grpc.RpcError:
+                        return False
+                    if status != health_pb2.HealthCheckResponse.SERVING:
+                        return False
+                return True
+
+            poll_until(all_serving, timeout=timeout, what=f"proxy on {proxy_port} to route to {target_ports}")
+
     def kill_instance(self, port: int) -> None:
         """SIGKILL: the instance cannot unregister; the others notice when it goes stale."""
         p = self.processes.pop(port)

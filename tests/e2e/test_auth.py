@@ -126,6 +126,7 @@ async def test_the_proxy_checks_tokens_or_passes_them_through(harness: Harness, 
     # Checking: refused at the proxy; accepted calls reach both instances, and Release finds the
     # issuer by the proxy's own probes, which carry the proxy's token.
     checking = harness.boot_proxy([i.port for i in instances], extra_args=auth_args(tokens))
+    harness.wait_routes(checking.port, [i.port for i in instances])
     code, details = await refusal(checking.port, None, "Acquire")
     assert code == grpc.StatusCode.UNAUTHENTICATED and details.startswith(MISSING), details
     seen = set()

@@ -43,6 +43,7 @@ async def test_acquire_and_release_over_tls_direct_and_through_the_proxy(harness
         assert direct.acquire is not None and direct.acquire.instance_id == instance.instance_id
 
     proxy = harness.boot_proxy([i.port for i in instances], extra_args=pki.server_args() + pki.target_args())
+    harness.wait_routes(proxy.port, [i.port for i in instances])
     # Release finds the issuing instance through the proxy's own probes, so this also proves those
     # travel over TLS.
     seen = set()
