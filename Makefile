@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-security clean
 
 install: $(STAMP)
 
@@ -51,6 +51,9 @@ bench-utilisation: install
 
 bench-reap: install
 	$(PY) bench/reap_bench.py
+
+bench-security: install
+	$(PY) bench/security_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/node/node_modules

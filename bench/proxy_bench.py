@@ -61,7 +61,14 @@ def percentile_ms(values: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def drive(stub: pb_grpc.RateLimiterAsyncStub, pairs: int, concurrency: int, until: float, tag: str) -> Samples:
+async def drive(
+    stub: pb_grpc.RateLimiterAsyncStub,
+    pairs: int,
+    concurrency: int,
+    until: float,
+    tag: str,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> Samples:
     samples = Samples()
     clock = time.perf_counter
     issued = 0
@@ -74,11 +81,13 @@ async def drive(stub: pb_grpc.RateLimiterAsyncStub, pairs: int, concurrency: int
             started = clock()
             try:
                 grant = await stub.Acquire(
-                    pb.AcquireRequest(job_id=job_id, job_type=JOB_TYPE, models=[MODEL]), timeout=10
+                    pb.AcquireRequest(job_id=job_id, job_type=JOB_TYPE, models=[MODEL]), timeout=10, metadata=metadata
                 )
                 acquired = clock()
                 await stub.Release(
-                    pb.ReleaseRequest(lease_id=grant.lease_id, outcome=pb.SUCCESS, actual=USAGE), timeout=10
+                    pb.ReleaseRequest(lease_id=grant.lease_id, outcome=pb.SUCCESS, actual=USAGE),
+                    timeout=10,
+                    metadata=metadata,
                 )
             except grpc.aio.AioRpcError:
                 samples.errors += 1

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Final
 
 import uvloop
 
+from rlcommon import logs, server
+from rlcommon.auth import Tokens
+from rlcommon.errors import SetupError
+from rlcommon.tls import channel_credentials
+from rlproxy.access import TargetAccess
 from rlproxy.policies import POLICY_NAMES, make_policy
 from rlproxy.server import ProxyServer
 
@@ -51,26 +58,49 @@ def _parser() -> argparse.ArgumentParser:
         help="how Acquire picks a target (default round_robin, or weighted when --weights is given)",
     )
     parser.add_argument("--weights", type=_weights, help="one weight per target, e.g. 26:25")
+    parser.add_argument("--log-level", default=os.environ.get("RL_LOG_LEVEL", "INFO"))
+    server.add_flags(parser)
+    targets = parser.add_argument_group("TLS and tokens towards the targets")
+    targets.add_argument("--target-ca", type=Path, help="PEM CA the targets' certificates are signed by: TLS to them")
+    targets.add_argument("--target-cert", type=Path, help="PEM client certificate for targets that require mTLS")
+    targets.add_argument("--target-key", type=Path, help="PEM private key of --target-cert")
+    targets.add_argument(
+        "--target-token-file",
+        type=Path,
+        help="its first token goes on the proxy's own calls to the targets (default: --auth-token-file's)",
+    )
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def _access(args: argparse.Namespace, setup: server.ServerSetup) -> TargetAccess:
+    """Raises SetupError naming the flag or file at fault."""
+    if args.target_ca is None and (args.target_cert or args.target_key):
+        raise SetupError("--target-cert and --target-key need --target-ca: they are for TLS to the targets")
+    credentials = (
+        channel_credentials(args.target_ca, args.target_cert, args.target_key) if args.target_ca is not None else None
+    )
+    tokens = Tokens(args.target_token_file) if args.target_token_file is not None else setup.tokens
+    return TargetAccess(credentials, tokens)
+
+
+async def _serve(args: argparse.Namespace, setup: server.ServerSetup, access: TargetAccess) -> int:
     policy_name = args.policy or ("weighted" if args.weights is not None else "round_robin")
     policy = make_policy(policy_name, len(args.targets), args.weights)
-    server = ProxyServer(args.targets, policy, poll_loads=policy_name == "least_loaded")
+    proxy = ProxyServer(args.targets, policy, poll_loads=policy_name == "least_loaded", setup=setup, access=access)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before the port is announced: whoever reads it may signal at once.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    setup.reload_on_sighup(access.tokens)
     try:
-        port = await server.start(args.host, args.port)
+        port = await proxy.start(args.host, args.port)
     except RuntimeError as err:
         print(f"rlproxy: {err}", file=sys.stderr)
         return 1
     print(f"listening on {args.host}:{port}", flush=True)
     await stop.wait()
-    await server.stop(_GRACE_S)
+    await proxy.stop(_GRACE_S)
     return 0
 
 
@@ -83,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--weights only applies to --policy weighted")
     if args.weights is not None and len(args.weights) != len(args.targets):
         parser.error(f"--weights has {len(args.weights)} values for {len(args.targets)} targets")
-    return uvloop.run(_serve(args))
+    logs.configure(args.log_level, args.log_format)
+    try:
+        setup = server.ServerSetup.from_args(args, decoded_requests=False)
+        access = _access(args, setup)
+    except SetupError as err:
+        print(f"rlproxy: {err}", file=sys.stderr)
+        return 2
+    return uvloop.run(_serve(args, setup, access))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from rlcommon.server import PLAIN, ServerSetup
+from rlproxy.access import PLAINTEXT, TargetAccess
 from rlproxy.forwarding import Forwarder
 from rlproxy.policies import Policy
 from rlproxy.targets import FIRST_ANSWER_TIMEOUT_S, RATE_LIMITER, Target, TargetPool
@@ -36,12 +38,17 @@ class ProxyServer:
         *,
         poll_loads: bool = False,
         first_answer_timeout_s: float = FIRST_ANSWER_TIMEOUT_S,
+        setup: ServerSetup = PLAIN,
+        access: TargetAccess = PLAINTEXT,
     ) -> None:
         self._health = health_aio.HealthServicer()
-        self._pool = TargetPool(targets, self._target_health, first_answer_timeout_s)
+        self._pool = TargetPool(targets, self._target_health, first_answer_timeout_s, access)
         self._poll_loads = poll_loads
+        self._setup = setup
         # With SO_REUSEPORT a second process could bind the same port and silently take half the calls.
-        self._server = aio.server(options=(("grpc.so_reuseport", 0),))
+        self._server = aio.server(
+            options=(("grpc.so_reuseport", 0),), interceptors=setup.interceptors(RATE_LIMITER) or None
+        )
         forwarder = Forwarder(self._pool, policy)
         self._server.add_generic_rpc_handlers(
             (
@@ -71,7 +78,7 @@ class ProxyServer:
 
         Raises RuntimeError when the address cannot be bound.
         """
-        bound = self._server.add_insecure_port(f"{host}:{port}")
+        bound = self._setup.bind(self._server, f"{host}:{port}")
         for service in (*(t.address for t in self._pool.targets), "", RATE_LIMITER):
             await self._health.set(service, _NOT_SERVING)
         await self._server.start()

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import grpc
-from grpc import aio
 from grpc_health.v1 import health_pb2
 
 from rlproto import ratelimit_pb2
+from rlproxy.access import PLAINTEXT, TargetAccess
 
 RATE_LIMITER: Final = ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimiter"].full_name
 _ACQUIRE: Final = f"/{RATE_LIMITER}/Acquire"
@@ -65,9 +65,9 @@ class _UnknownService(Exception):
 class Target:
     """One instance. Plain attributes: the event loop is the only writer, so no locks are needed."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, access: TargetAccess = PLAINTEXT) -> None:
         self.address = address
-        self.channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = access.channel(address, CHANNEL_OPTIONS)
         self.acquire = self.channel.unary_unary(_ACQUIRE, None, None)
         self.release = self.channel.unary_unary(_RELEASE, None, None)
         self.extend_lease = self.channel.unary_unary(_EXTEND_LEASE, None, None)
@@ -126,11 +126,13 @@ class TargetPool:
         addresses: Sequence[str],
         on_health: HealthListener,
         first_answer_timeout_s: float = FIRST_ANSWER_TIMEOUT_S,
+        access: TargetAccess = PLAINTEXT,
     ) -> None:
         """`on_health` hears of every target whose serving state flips."""
         if not addresses:
             raise ValueError("at least one target is needed")
-        self.targets: tuple[Target, ...] = tuple(Target(a) for a in addresses)
+        self.targets: tuple[Target, ...] = tuple(Target(a, access) for a in addresses)
+        self._access = access
         self._on_health = on_health
         self._first_answer_timeout_s = first_answer_timeout_s
         self._by_instance: dict[str, Target] = {}
@@ -210,7 +212,9 @@ class TargetPool:
         epoch = target.epoch
         delta = target.lease_delta
         try:
-            reply = await target.probe(ratelimit_pb2.GetAllocationRequest(), timeout=PROBE_TIMEOUT_S)
+            reply = await target.probe(
+                ratelimit_pb2.GetAllocationRequest(), timeout=PROBE_TIMEOUT_S, metadata=self._access.metadata()
+            )
         except grpc.aio.AioRpcError:
             return
         if target.epoch != epoch or not reply.instance_id:

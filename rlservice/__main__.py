@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
 from pathlib import Path
 
 import uvloop
+
+from rlcommon import logs, server
+from rlcommon.errors import SetupError
 
 from .app import Options, serve
 from .config import ConfigError, load_settings, preset_path
@@ -37,22 +39,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instance-id", type=instance_id, help="default: HOST-PORT-RANDOM")
     p.add_argument("--key-prefix", default="rl", help="Redis keys live under {PREFIX}")
     p.add_argument("--log-level", default=os.environ.get("RL_LOG_LEVEL", "INFO"))
+    server.add_flags(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.log_level, args.log_format)
     try:
         settings = load_settings(args.config if args.config else preset_path(args.preset))
     except ConfigError as e:
         print(f"rlservice: invalid configuration: {e}", file=sys.stderr)
         return 2
-    opts = Options(args.host, args.port, settings, args.redis_url, args.instance_id, args.key_prefix)
+    try:
+        setup = server.ServerSetup.from_args(args, decoded_requests=True)
+    except SetupError as e:
+        print(f"rlservice: {e}", file=sys.stderr)
+        return 2
+    opts = Options(args.host, args.port, settings, args.redis_url, args.instance_id, args.key_prefix, setup)
     try:
         uvloop.run(serve(opts))
     except OSError as e:

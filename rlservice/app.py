@@ -16,6 +16,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 
+from rlcommon.server import PLAIN, ServerSetup
 from rlproto import ratelimit_pb2, ratelimit_pb2_grpc
 
 from .api import RateLimiterServicer
@@ -39,6 +40,7 @@ class Options:
     redis_url: str
     instance_id: str | None
     key_prefix: str
+    setup: ServerSetup = PLAIN
 
 
 def host_available_kb() -> int:
@@ -61,13 +63,13 @@ def memory_capacity_kb(settings: Settings) -> int | None:
 class Instance:
     def __init__(self, opts: Options) -> None:
         self._opts = opts
-        self._server = grpc.aio.server()
+        self._server = grpc.aio.server(interceptors=opts.setup.interceptors(SERVICE_NAME) or None)
         self._health = health_aio.HealthServicer()
         # Script calls take well under a millisecond in Redis: a call that hangs means Redis is gone.
         self._redis: Redis = Redis.from_url(opts.redis_url, socket_connect_timeout=2, socket_timeout=5)
         # The subscriber blocks on reads by design, so it gets its own connection with no read timeout.
         self._events_redis: Redis = Redis.from_url(opts.redis_url, socket_connect_timeout=2)
-        self.port = self._server.add_insecure_port(f"{opts.host}:{opts.port}")
+        self.port = opts.setup.bind(self._server, f"{opts.host}:{opts.port}")
         if self.port == 0:
             raise OSError(f"cannot bind {opts.host}:{opts.port}")
         instance_id = opts.instance_id or f"{socket.gethostname()}-{self.port}-{secrets.token_hex(3)}"
@@ -147,6 +149,7 @@ class Instance:
 async def serve(opts: Options) -> None:
     instance = Instance(opts)
     await instance.start()
+    opts.setup.reload_on_sighup()
     print(f"listening on {opts.host}:{instance.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -67,10 +67,17 @@ export const Outcome = Object.freeze({
  * @typedef {object} ClientOptions
  * @property {string} [protoPath] Where ratelimit.proto lives; needed when this package is used
  *   outside the repository.
- * @property {grpc.ChannelCredentials} [credentials] Defaults to plaintext.
+ * @property {grpc.ChannelCredentials} [credentials] Defaults to plaintext; see also `tls`.
+ * @property {TlsOptions} [tls] TLS instead of plaintext (not with `credentials`).
+ * @property {string} [token] Sent as `authorization: Bearer <token>` with every call.
  * @property {Partial<RetryPolicy>} [retry]
  * @property {number} [rpcTimeoutMs] Bounds Release, ExtendLease and GetAllocation. Default 10 000.
  * @property {grpc.ChannelOptions} [channelOptions]
+ *
+ * @typedef {object} TlsOptions PEM contents, e.g. `fs.readFileSync('ca.pem')`.
+ * @property {Buffer} [ca] The CA to trust; omitted: the system's roots.
+ * @property {Buffer} [cert] Client certificate, for a server that requires one (mutual TLS).
+ * @property {Buffer} [key] The client certificate's private key.
  *
  * @typedef {object} LeaseOutcome What a withLease callback resolves to.
  * @property {Usage} [usage] Omitted: the usage is unknown and the estimate stays committed.
@@ -127,6 +134,40 @@ function toRateLimitError(err) {
   return err;
 }
 
+/**
+ * @param {ClientOptions} options
+ * @returns {grpc.ChannelCredentials}
+ */
+function channelCredentials(options) {
+  const { credentials, tls } = options;
+  if (credentials && tls) {
+    throw new TypeError('give credentials or tls, not both');
+  }
+  if (!tls) {
+    return credentials ?? grpc.credentials.createInsecure();
+  }
+  if (!tls.cert !== !tls.key) {
+    throw new TypeError('tls.cert and tls.key go together: give both or neither');
+  }
+  return grpc.credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
+}
+
+/**
+ * @param {string | undefined} token
+ * @returns {string | undefined} The authorization header value.
+ */
+function bearer(token) {
+  if (token === undefined) {
+    return undefined;
+  }
+  const trimmed = token.trim();
+  // Header values are printable ASCII; a space would be taken for the end of the token.
+  if (!/^[\x21-\x7e]+$/.test(trimmed)) {
+    throw new TypeError('a token is printable ASCII without spaces');
+  }
+  return `Bearer ${trimmed}`;
+}
+
 /** @param {number} ms */
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -148,11 +189,8 @@ export class RateLimitClient {
   constructor(address, options = {}) {
     const pkg = /** @type {any} */ (loadPackage(options.protoPath ?? DEFAULT_PROTO_PATH));
     /** @type {grpc.Client & Record<string, Function>} */
-    this.stub = new pkg.ratelimit.v1.RateLimiter(
-      address,
-      options.credentials ?? grpc.credentials.createInsecure(),
-      options.channelOptions,
-    );
+    this.stub = new pkg.ratelimit.v1.RateLimiter(address, channelCredentials(options), options.channelOptions);
+    this.authorization = bearer(options.token);
     /** @type {RetryPolicy} */
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
     this.rpcTimeoutMs = options.rpcTimeoutMs ?? 10_000;
@@ -310,7 +348,11 @@ export class RateLimitClient {
     return new Promise((resolve, reject) => {
       /** @type {grpc.CallOptions} */
       const callOptions = deadline === undefined ? {} : { deadline };
-      this.stub[method](request, new grpc.Metadata(), callOptions, (/** @type {any} */ err, /** @type {any} */ res) =>
+      const metadata = new grpc.Metadata();
+      if (this.authorization) {
+        metadata.set('authorization', this.authorization);
+      }
+      this.stub[method](request, metadata, callOptions, (/** @type {any} */ err, /** @type {any} */ res) =>
         err ? reject(err) : resolve(res),
       );
     });

@@ -115,6 +115,8 @@ class Harness:
     processes: dict[int, Process] = field(default_factory=dict)
     proxy: Process | None = None
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    # Every channel the harness opens uses these when set (TLS, a token as call credentials).
+    credentials: grpc.ChannelCredentials | None = None
 
     # ----- Redis -----------------------------------------------------------------------------
 
@@ -158,11 +160,13 @@ class Harness:
         overrides: dict[str, Any] | None = None,
         instance_id: str | None = None,
         wait_serving: bool = True,
+        extra_args: list[str] | None = None,
     ) -> Process:
         args = ["--port", str(port), "--config", str(self.config_file(preset, overrides))]
         args += ["--redis-url", self.redis_server.url]
         if instance_id:
             args += ["--instance-id", instance_id]
+        args += extra_args or []
         p = self._spawn("rlservice", args)
         self.processes[p.port] = p
         if wait_serving:
@@ -177,6 +181,7 @@ class Harness:
         weights: list[int] | None = None,
         policy: str | None = None,
         wait_serving: bool = True,
+        extra_args: list[str] | None = None,
     ) -> Process:
         """With `wait_serving=False`, returns as soon as the proxy prints its listening line."""
         args = ["--port", str(port or 0), "--targets", ",".join(f"127.0.0.1:{p}" for p in target_ports)]
@@ -184,6 +189,7 @@ class Harness:
             args += ["--weights", ":".join(str(w) for w in weights)]
         if policy:
             args += ["--policy", policy]
+        args += extra_args or []
         p = self._spawn("rlproxy", args)
         self.proxy = p
         self.processes[p.port] = p
@@ -192,7 +198,7 @@ class Harness:
         return p
 
     def wait_serving(self, port: int, timeout: float = BOOT_TIMEOUT_S) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with self.sync_channel(port) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
 
             def serving() -> bool:
@@ -206,6 +212,24 @@ class Harness:
                 return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
             poll_until(serving, timeout=timeout, what=f"port {port} to be SERVING")
+
+    def wait_routes(self, proxy_port: int, target_ports: list[int], timeout: float = BOOT_TIMEOUT_S) -> None:
+        """Waits until the proxy reports every one of these targets SERVING (under its address)."""
+        with self.sync_channel(proxy_port) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+
+            def all_serving() -> bool:
+                for port in target_ports:
+                    request = health_pb2.HealthCheckRequest(service=f"127.0.0.1:{port}")
+                    try:
+                        status = stub.Check(request, timeout=1).status
+                    except grpc.RpcError:
+                        return False
+                    if status != health_pb2.HealthCheckResponse.SERVING:
+                        return False
+                return True
+
+            poll_until(all_serving, timeout=timeout, what=f"proxy on {proxy_port} to route to {target_ports}")
 
     def kill_instance(self, port: int) -> None:
         """SIGKILL: the instance cannot unregister; the others notice when it goes stale."""
@@ -254,8 +278,14 @@ class Harness:
 
     # ----- gRPC ------------------------------------------------------------------------------
 
+    def sync_channel(self, port: int) -> grpc.Channel:
+        address = f"127.0.0.1:{port}"
+        if self.credentials is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, self.credentials)
+
     def fetch_allocation(self, port: int, instance_id: str = "") -> pb.GetAllocationResponse:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with self.sync_channel(port) as ch:
             stub = pb_grpc.RateLimiterStub(ch)
             return stub.GetAllocation(pb.GetAllocationRequest(instance_id=instance_id), timeout=10)
 
@@ -264,7 +294,11 @@ class Harness:
         address = f"127.0.0.1:{port}"
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            channel = self._channels[address] = (
+                grpc.aio.secure_channel(address, self.credentials)
+                if self.credentials is not None
+                else grpc.aio.insecure_channel(address)
+            )
         return pb_grpc.RateLimiterStub(channel)
 
     async def allocation(self, port: int) -> pb.GetAllocationResponse:

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from .harness import Harness
+from .pki import make_pki, with_token
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 # The suite's test count; fewer passing tests means some were skipped or lost.
@@ -48,6 +49,30 @@ def test_node_client_suite_passes_against_an_instance(harness: Harness) -> None:
     code, output = npm_test(env)
     assert code == 0, output
     assert summary(output, "pass") == NODE_TESTS, output
+    assert summary(output, "fail") == 0, output
+
+
+def test_node_client_suite_passes_over_mutual_tls_with_a_token(harness: Harness, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-node\n")
+    harness.credentials = with_token("tok-node", pki.credentials(client_cert=True))
+    instance = harness.boot_instance(
+        0, "default", extra_args=[*pki.server_args(mutual=True), "--auth-token-file", str(tokens)]
+    )
+    env = {
+        **os.environ,
+        "RL_TARGET": instance.address,
+        "RL_JOB_TYPE": "summary",
+        "RL_CA_FILE": str(pki.ca),
+        "RL_CERT_FILE": str(pki.client_cert),
+        "RL_KEY_FILE": str(pki.client_key),
+        "RL_TOKEN": "tok-node",
+    }
+    code, output = npm_test(env)
+    assert code == 0, output
+    # The suite's own tests plus the one that only runs with a token.
+    assert summary(output, "pass") == NODE_TESTS + 1, output
     assert summary(output, "fail") == 0, output
 
 

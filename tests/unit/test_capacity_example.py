@@ -28,13 +28,9 @@ def pool_at(settings: Settings, model: str, snap: Snapshot, lend: bool = False) 
     return compute_pool(model_limits(settings, model), snap, avg_t, avg_r, lend=lend)
 
 
-def lender(lend: bool) -> dict[str, int]:
-    """A lender borrows for requests that queued: its own waiters are on record, nobody else's."""
-    return {"waiters": 1, "own_waiting": 1} if lend else {}
-
-
 def fresh_pool(settings: Settings, model: str, lend: bool = False) -> Pool:
-    return pool_at(settings, model, snapshot(2, **lender(lend)), lend)
+    # A lender borrows for requests that queued: its own waiters are on record, nobody else's.
+    return pool_at(settings, model, snapshot(2, waiters=int(lend), own_waiting=int(lend)), lend)
 
 
 def slots_of(settings: Settings, pool: Pool) -> list[int]:
@@ -64,7 +60,15 @@ def fill(
             jt = settings.job_types[name]
             own = (held[0], held[1], held[2], held[3])
             inflight = sum(started.values())
-            snap = snapshot(2, open=own, own_open=own, inflight_total=inflight, own_inflight=inflight, **lender(lend))
+            snap = snapshot(
+                2,
+                open=own,
+                own_open=own,
+                inflight_total=inflight,
+                own_inflight=inflight,
+                waiters=int(lend),
+                own_waiting=int(lend),
+            )
             pool = pool_at(settings, model, snap, lend)
             mine = per_type[name]
             use = TypeUse((mine[0], mine[1], mine[2], mine[3]), started[name], started[name])

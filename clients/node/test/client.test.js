@@ -1,11 +1,25 @@
 // Runs against a real rlservice: RL_TARGET=host:port [RL_JOB_TYPE=summary] npm test
+// With TLS: RL_CA_FILE (and RL_CERT_FILE, RL_KEY_FILE for mutual TLS); with a token: RL_TOKEN.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { Outcome, RateLimitClient, RateLimitError, Status } from '../index.js';
 
 const target = process.env.RL_TARGET;
 const jobType = process.env.RL_JOB_TYPE || 'summary';
+const token = process.env.RL_TOKEN;
+
+/** @param {string | undefined} path */
+const pem = (path) => (path ? readFileSync(path) : undefined);
+
+/** @returns {import('../index.js').ClientOptions} */
+function securityOptions() {
+  const tls = process.env.RL_CA_FILE
+    ? { ca: pem(process.env.RL_CA_FILE), cert: pem(process.env.RL_CERT_FILE), key: pem(process.env.RL_KEY_FILE) }
+    : undefined;
+  return { tls, token };
+}
 
 if (!target) {
   test('RL_TARGET names a running rlservice', () => {
@@ -13,8 +27,24 @@ if (!target) {
   });
 } else {
   describe(`rlclient against ${target} (${jobType})`, () => {
-    const client = new RateLimitClient(target);
+    const client = new RateLimitClient(target, securityOptions());
     after(() => client.close());
+
+    if (token) {
+      test('a call without the token is UNAUTHENTICATED and says what to send', async () => {
+        const anonymous = new RateLimitClient(target, { ...securityOptions(), token: undefined });
+        try {
+          await assert.rejects(anonymous.getAllocation(), (err) => {
+            assert.ok(err instanceof RateLimitError);
+            assert.equal(err.code, Status.UNAUTHENTICATED);
+            assert.match(err.details, /authorization: Bearer <token>/);
+            return true;
+          });
+        } finally {
+          anonymous.close();
+        }
+      });
+    }
 
     test('acquire then release with usage refunds the unused estimate', async () => {
       const lease = await client.acquire(jobType, { timeoutMs: 10_000 });

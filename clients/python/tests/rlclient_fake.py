@@ -41,12 +41,15 @@ class FakeLimiter(pb_grpc.RateLimiterServicer):
     # Calls still to answer UNAVAILABLE, per method name.
     unavailable: Counter[str] = field(default_factory=Counter)
     calls: list[tuple[str, object]] = field(default_factory=list)
+    # The authorization metadata of each call, None when it had none.
+    authorizations: list[str | None] = field(default_factory=list)
     leases: dict[str, FakeLease] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _enter(self, method: str, request: object, context: grpc.ServicerContext) -> None:
         self.calls.append((method, request))
+        self.authorizations.append(dict(context.invocation_metadata()).get("authorization"))
         if self.unavailable[method] > 0:
             self.unavailable[method] -= 1
             context.abort(grpc.StatusCode.UNAVAILABLE, "scripted outage")

@@ -128,3 +128,14 @@ async def test_delegate_awaited_and_as_context(aclient: AsyncRateLimitClient, li
         with pytest.raises(CapacityExhausted):
             await third.delegate()
     assert outcomes(limiter) == [pb.FAILED_WITH_USAGE, pb.FAILED_UNKNOWN_USAGE, pb.FAILED_UNKNOWN_USAGE]
+
+
+async def test_the_token_goes_with_every_call(fake: tuple[str, FakeLimiter]) -> None:
+    async with (
+        AsyncRateLimitClient(fake[0], token="tok-2", retry=FAST_RETRY) as c,
+        c.acquire("summary", lease_ttl_ms=300) as lease,
+    ):
+        await lease.extend()
+        await c.allocation()
+        lease.usage(input_tokens=1)
+    assert fake[1].authorizations == ["Bearer tok-2"] * 4

@@ -185,3 +185,21 @@ def test_delegate_without_a_models_list_has_nothing_to_hand_on(client: RateLimit
 def test_allocation(client: RateLimitClient) -> None:
     client.acquire("summary")
     assert client.allocation().active_leases == 1
+
+
+@pytest.mark.parametrize(("token", "sent"), [("tok-1\n", "Bearer tok-1"), (None, None)])
+def test_the_token_goes_with_every_call(fake: tuple[str, FakeLimiter], token: str | None, sent: str | None) -> None:
+    with (
+        RateLimitClient(fake[0], token=token, retry=FAST_RETRY) as c,
+        c.acquire("summary", lease_ttl_ms=300) as lease,
+    ):
+        lease.extend()
+        c.allocation()
+        lease.usage(input_tokens=1)
+    assert len(fake[1].authorizations) == 4
+    assert set(fake[1].authorizations) == {sent}
+
+
+def test_a_token_with_a_space_is_refused_before_any_call(fake: tuple[str, FakeLimiter]) -> None:
+    with pytest.raises(ValueError, match="printable ASCII without spaces"):
+        RateLimitClient(fake[0], token="two words")

@@ -23,8 +23,10 @@ from rlclient.errors import (
     LeaseNotFound,
     RateLimitError,
     ServiceUnavailable,
+    Unauthenticated,
 )
 from rlclient.retry import RetryPolicy
+from rlclient.security import tls_credentials
 from rlclient.types import Outcome, ReleaseResult, Usage
 
 __all__ = [
@@ -42,5 +44,7 @@ __all__ = [
     "ReleaseResult",
     "RetryPolicy",
     "ServiceUnavailable",
+    "Unauthenticated",
     "Usage",
+    "tls_credentials",
 ]

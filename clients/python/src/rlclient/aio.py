@@ -17,6 +17,7 @@ from rlclient._proto import ratelimit_pb2 as pb
 from rlclient._proto import ratelimit_pb2_grpc as pb_grpc
 from rlclient.errors import LeaseNotFound, RateLimitError, from_rpc_error
 from rlclient.retry import NO_RETRY, RetryPolicy, deadline_after, next_backoff, time_left
+from rlclient.security import token_metadata
 from rlclient.types import Outcome, ReleaseResult, Usage, release_request
 
 log = logging.getLogger("rlclient")
@@ -53,8 +54,10 @@ class AcquireContext:
 class AsyncRateLimitClient:
     """Talks to one ``rlservice`` instance or ``rlproxy`` over one channel, from one event loop.
 
-    ``rpc_timeout`` bounds Release, ExtendLease and GetAllocation (retries included); Acquire is
-    bounded only by the ``timeout`` given to :meth:`acquire`, since waiting is its job.
+    ``credentials`` switches to TLS (see :func:`rlclient.tls_credentials`); with ``token`` every call
+    carries ``authorization: Bearer <token>``. ``rpc_timeout`` bounds Release, ExtendLease and
+    GetAllocation (retries included); Acquire is bounded only by the ``timeout`` given to
+    :meth:`acquire`, since waiting is its job.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class AsyncRateLimitClient:
         target: str = "localhost:50051",
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         retry: RetryPolicy | None = None,
         rpc_timeout: float | None = 10.0,
         options: Sequence[tuple[str, Any]] = (),
@@ -74,6 +78,7 @@ class AsyncRateLimitClient:
         self._stub = pb_grpc.RateLimiterStub(self._channel)
         self._retry = retry or RetryPolicy()
         self._rpc_timeout = rpc_timeout
+        self._metadata = token_metadata(token)
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
@@ -158,7 +163,7 @@ class AsyncRateLimitClient:
         failed = 0
         while True:
             try:
-                return await method(request, timeout=time_left(deadline))
+                return await method(request, timeout=time_left(deadline), metadata=self._metadata)
             except grpc.aio.AioRpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
                 failed += 1

@@ -17,6 +17,7 @@ from rlclient._proto import ratelimit_pb2 as pb
 from rlclient._proto import ratelimit_pb2_grpc as pb_grpc
 from rlclient.errors import LeaseNotFound, RateLimitError, from_rpc_error
 from rlclient.retry import NO_RETRY, RetryPolicy, deadline_after, next_backoff, time_left
+from rlclient.security import token_metadata
 from rlclient.types import Outcome, ReleaseResult, Usage, release_request
 
 log = logging.getLogger("rlclient")
@@ -28,8 +29,10 @@ Resp = TypeVar("Resp")
 class RateLimitClient:
     """Talks to one ``rlservice`` instance or ``rlproxy`` over one channel. Safe to share across threads.
 
-    ``rpc_timeout`` bounds Release, ExtendLease and GetAllocation (retries included); Acquire is
-    bounded only by the ``timeout`` given to :meth:`acquire`, since waiting is its job.
+    ``credentials`` switches to TLS (see :func:`rlclient.tls_credentials`); with ``token`` every call
+    carries ``authorization: Bearer <token>``. ``rpc_timeout`` bounds Release, ExtendLease and
+    GetAllocation (retries included); Acquire is bounded only by the ``timeout`` given to
+    :meth:`acquire`, since waiting is its job.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class RateLimitClient:
         target: str = "localhost:50051",
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         retry: RetryPolicy | None = None,
         rpc_timeout: float | None = 10.0,
         options: Sequence[tuple[str, Any]] = (),
@@ -49,6 +53,7 @@ class RateLimitClient:
         self._stub = pb_grpc.RateLimiterStub(self._channel)
         self._retry = retry or RetryPolicy()
         self._rpc_timeout = rpc_timeout
+        self._metadata = token_metadata(token)
 
     def close(self) -> None:
         self._channel.close()
@@ -106,7 +111,7 @@ class RateLimitClient:
         failed = 0
         while True:
             try:
-                return method(request, timeout=time_left(deadline))
+                return method(request, timeout=time_left(deadline), metadata=self._metadata)
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
                 failed += 1

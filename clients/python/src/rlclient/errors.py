@@ -34,12 +34,17 @@ class DeadlineExceeded(RateLimitError):
     """DEADLINE_EXCEEDED: the caller's timeout ended the call."""
 
 
+class Unauthenticated(RateLimitError):
+    """UNAUTHENTICATED: the server wants a token (``token=``) and got none, or one it does not accept."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[RateLimitError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: CapacityExhausted,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
     grpc.StatusCode.NOT_FOUND: LeaseNotFound,
     grpc.StatusCode.UNAVAILABLE: ServiceUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
 
 

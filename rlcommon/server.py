@@ -1,0 +1,89 @@
+"""The server-side flags both servers share (TLS, tokens, log format) and how a server applies them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import grpc
+import grpc.aio
+
+from .auth import BearerAuth, Tokens
+from .errors import SetupError
+from .interceptors import Interceptor
+from .logs import FORMATS, CallFields
+from .tls import server_credentials
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TLS, tokens and logs")
+    group.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve TLS with; needs --tls-key")
+    group.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--tls-client-ca", type=Path, help="PEM CA: clients must present a certificate it signed (mutual TLS)"
+    )
+    group.add_argument(
+        "--auth-token-file",
+        type=Path,
+        help="tokens, one a line: RateLimiter calls must carry 'authorization: Bearer <token>'; re-read on SIGHUP",
+    )
+    group.add_argument("--log-format", choices=FORMATS, default="text", help="json: one JSON object per line")
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    credentials: grpc.ServerCredentials | None = None
+    tokens: Tokens | None = None
+    call_fields: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, *, decoded_requests: bool) -> ServerSetup:
+        """Reads the files the flags name; raises SetupError naming the flag or file at fault.
+
+        JSON logs carry the ids of the call being served only where the handlers get decoded
+        requests (`decoded_requests`): a pass-through of bytes has none to offer.
+        """
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise SetupError("--tls-cert and --tls-key go together: give both or neither")
+        if args.tls_client_ca is not None and args.tls_cert is None:
+            raise SetupError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first")
+        credentials = (
+            server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert is not None else None
+        )
+        tokens = Tokens(args.auth_token_file) if args.auth_token_file is not None else None
+        return cls(credentials, tokens, decoded_requests and args.log_format == "json")
+
+    def interceptors(self, service: str) -> list[Interceptor]:
+        """Authentication first, so that a refused call costs no more than the check."""
+        chain: list[Interceptor] = []
+        if self.tokens is not None:
+            chain.append(BearerAuth(self.tokens, service))
+        if self.call_fields:
+            chain.append(CallFields())
+        return chain
+
+    def bind(self, server: grpc.aio.Server, address: str) -> int:
+        """The bound port: TLS only when credentials are set, plaintext otherwise; 0 when it failed."""
+        if self.credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, self.credentials)
+
+    def reload_on_sighup(self, *more: Tokens | None) -> None:
+        """SIGHUP re-reads the token file and `more` (a bad file keeps its old tokens); call on the running loop."""
+        files = {id(tokens): tokens for tokens in (self.tokens, *more) if tokens is not None}
+        if not files:
+            return
+
+        def reload() -> None:
+            for tokens in files.values():
+                tokens.reload()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
+# No TLS, no tokens, text logs: how a server runs without the flags.
+PLAIN: Final = ServerSetup()
