@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -22,6 +23,12 @@ def instance_id(value: str) -> str:
     return value
 
 
+def port_number(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535; 0 picks a free one)")
+    return int(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m rlservice", description=__doc__)
     p.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks a free one")
@@ -37,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instance-id", type=instance_id, help="default: HOST-PORT-RANDOM")
     p.add_argument("--key-prefix", default="rl", help="Redis keys live under {PREFIX}")
     p.add_argument("--log-level", default=os.environ.get("RL_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--metrics-port", type=port_number, help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"
+    )
     return p.parse_args(argv)
 
 
@@ -53,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlservice: invalid configuration: {e}", file=sys.stderr)
         return 2
     opts = Options(args.host, args.port, settings, args.redis_url, args.instance_id, args.key_prefix)
+    opts = dataclasses.replace(opts, metrics_port=args.metrics_port)
     try:
         uvloop.run(serve(opts))
     except OSError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -128,8 +129,21 @@ def limits_json(models: dict[str, ModelLimits]) -> str:
     )
 
 
+def _ignore(script: str, seconds: float) -> None:
+    pass
+
+
 class Ledger:
-    def __init__(self, redis: Redis, prefix: str, instance_id: str, stale_after_ms: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        instance_id: str,
+        stale_after_ms: int,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
+        """`observe` hears each script call's name and duration in seconds, failed calls included."""
+        self._observe = observe or _ignore
         # redis-py leaves execute_command unannotated.
         self._exec = cast(Callable[..., Awaitable[Any]], redis.execute_command)
         self._key = "{" + prefix + "}"
@@ -156,6 +170,7 @@ class Ledger:
 
     async def _run(self, name: str, *args: Any) -> tuple[str, list[Any]]:
         """Runs a script; returns its status (the reply's first element, decoded) and the reply."""
+        started = time.perf_counter()
         try:
             try:
                 reply = await self._exec("EVALSHA", self._sha[name], 1, self._key, *args)
@@ -165,6 +180,8 @@ class Ledger:
                 reply = await self._exec("EVALSHA", self._sha[name], 1, self._key, *args)
         except (RedisError, OSError) as e:
             raise LedgerUnavailable(f"redis: {e}") from e
+        finally:
+            self._observe(name, time.perf_counter() - started)
         status = _text(reply[0])
         if status == "unregistered":
             raise NotRegistered(self.instance_id)
