@@ -9,7 +9,10 @@ import sys
 from typing import Final
 
 import uvloop
+from prometheus_client import CollectorRegistry
 
+from rlproxy.metrics import NO_METRICS, PrometheusProxyMetrics
+from rlproxy.metrics import serve as serve_metrics
 from rlproxy.policies import POLICY_NAMES, make_policy
 from rlproxy.server import ProxyServer
 
@@ -38,6 +41,12 @@ def _weights(text: str) -> list[int]:
     return weights
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rlproxy", description="gRPC proxy in front of rlservice instances."
@@ -51,13 +60,27 @@ def _parser() -> argparse.ArgumentParser:
         help="how Acquire picks a target (default round_robin, or weighted when --weights is given)",
     )
     parser.add_argument("--weights", type=_weights, help="one weight per target, e.g. 26:25")
+    parser.add_argument(
+        "--metrics-port", type=_port, help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"
+    )
     return parser
 
 
 async def _serve(args: argparse.Namespace) -> int:
     policy_name = args.policy or ("weighted" if args.weights is not None else "round_robin")
     policy = make_policy(policy_name, len(args.targets), args.weights)
-    server = ProxyServer(args.targets, policy, poll_loads=policy_name == "least_loaded")
+    prometheus = PrometheusProxyMetrics(CollectorRegistry()) if args.metrics_port is not None else None
+    server = ProxyServer(
+        args.targets, policy, poll_loads=policy_name == "least_loaded", metrics=prometheus or NO_METRICS
+    )
+    stop_metrics = None
+    if prometheus is not None:
+        prometheus.watch(server.pool.targets)
+        try:
+            stop_metrics = serve_metrics(prometheus.registry, args.host, args.metrics_port)
+        except OSError as err:
+            print(f"rlproxy: {err}", file=sys.stderr)
+            return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before the port is announced: whoever reads it may signal at once.
@@ -71,6 +94,8 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"listening on {args.host}:{port}", flush=True)
     await stop.wait()
     await server.stop(_GRACE_S)
+    if stop_metrics is not None:
+        await asyncio.to_thread(stop_metrics)
     return 0
 
 

@@ -12,6 +12,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from rlproxy.forwarding import Forwarder
+from rlproxy.metrics import NO_METRICS, ProxyMetrics
 from rlproxy.policies import Policy
 from rlproxy.targets import RATE_LIMITER, Target, TargetPool
 
@@ -26,13 +27,15 @@ _NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 class ProxyServer:
     """The proxy's gRPC server; `poll_loads` keeps targets' open-lease counts fresh for least_loaded."""
 
-    def __init__(self, targets: Sequence[str], policy: Policy, *, poll_loads: bool = False) -> None:
+    def __init__(
+        self, targets: Sequence[str], policy: Policy, *, poll_loads: bool = False, metrics: ProxyMetrics = NO_METRICS
+    ) -> None:
         self._health = health_aio.HealthServicer()
         self._pool = TargetPool(targets, self._target_health)
         self._poll_loads = poll_loads
         # With SO_REUSEPORT a second process could bind the same port and silently take half the calls.
         self._server = aio.server(options=(("grpc.so_reuseport", 0),))
-        forwarder = Forwarder(self._pool, policy)
+        forwarder = Forwarder(self._pool, policy, metrics)
         self._server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -42,6 +45,7 @@ class ProxyServer:
                         "Release": grpc.unary_unary_rpc_method_handler(forwarder.release),
                         "ExtendLease": grpc.unary_unary_rpc_method_handler(forwarder.extend_lease),
                         "GetAllocation": grpc.unary_unary_rpc_method_handler(forwarder.get_allocation),
+                        "WatchAllocation": grpc.unary_stream_rpc_method_handler(forwarder.watch_allocation),
                     },
                 ),
             )
