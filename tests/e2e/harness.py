@@ -150,11 +150,13 @@ class Harness:
         overrides: dict[str, Any] | None = None,
         instance_id: str | None = None,
         wait_serving: bool = True,
+        extra_args: list[str] | None = None,
     ) -> Process:
         args = ["--port", str(port), "--config", str(self.config_file(preset, overrides))]
         args += ["--redis-url", self.redis_server.url]
         if instance_id:
             args += ["--instance-id", instance_id]
+        args += extra_args or []
         p = self._spawn("rlservice", args)
         self.processes[p.port] = p
         if wait_serving:
@@ -168,12 +170,14 @@ class Harness:
         port: int | None = None,
         weights: list[int] | None = None,
         policy: str | None = None,
+        extra_args: list[str] | None = None,
     ) -> Process:
         args = ["--port", str(port or 0), "--targets", ",".join(f"127.0.0.1:{p}" for p in target_ports)]
         if weights:
             args += ["--weights", ":".join(str(w) for w in weights)]
         if policy:
             args += ["--policy", policy]
+        args += extra_args or []
         p = self._spawn("rlproxy", args)
         self.proxy = p
         self.processes[p.port] = p
