@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -131,7 +131,7 @@ class AsyncRateLimitClient:
 
     async def watch_allocation(
         self, instance_id: str = "", *, min_interval_ms: int = 0, timeout: float | None = None
-    ) -> AsyncIterator[pb.GetAllocationResponse]:
+    ) -> AsyncGenerator[pb.GetAllocationResponse, None]:
         """Follows one instance's allocation: yields it at once, then again whenever its pools, ratios,
         in-flight or waiting counts change, at most once per ``min_interval_ms`` (0: the service's 200).
 

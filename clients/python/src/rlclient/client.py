@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -104,7 +104,7 @@ class RateLimitClient:
 
     def watch_allocation(
         self, instance_id: str = "", *, min_interval_ms: int = 0, timeout: float | None = None
-    ) -> Iterator[pb.GetAllocationResponse]:
+    ) -> Generator[pb.GetAllocationResponse, None, None]:
         """Follows one instance's allocation: yields it at once, then again whenever its pools, ratios,
         in-flight or waiting counts change, at most once per ``min_interval_ms`` (0: the service's 200).
 
