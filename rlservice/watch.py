@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from .capacity.changes import ChangeSignal
 from .errors import InvalidArgument
@@ -25,7 +25,7 @@ def interval_s(min_interval_ms: int) -> float:
     return min_interval_ms / 1000
 
 
-async def ticks(changes: ChangeSignal, interval: float) -> AsyncIterator[None]:
+async def ticks(changes: ChangeSignal, interval: float) -> AsyncGenerator[None, None]:
     """Yields at once, then after every change, never twice within `interval` seconds.
 
     The caller builds its message from the current state at each tick and sends it before asking for
