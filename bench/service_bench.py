@@ -7,7 +7,10 @@ Both run on the same redis-server, one after the other, each in its own process:
 The load comes from separate client processes (grpc.aio on uvloop), a fixed number of calls at a
 fixed concurrency, bounded in time; then again with one call at a time for unloaded latency.
 
-    python bench/service_bench.py [--calls 20000] [--concurrency 48] [--clients 1]
+    python bench/service_bench.py [--calls 20000] [--concurrency 48] [--clients 1] [--metrics]
+
+With --metrics a second instance, with Prometheus metrics on (under its own key prefix, so each
+instance is alone), is measured in the same rounds and compared with the first.
 """
 
 from __future__ import annotations
@@ -213,6 +216,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1_000, help="RPCs before each measured run (default 1000)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="time bound of each run (default 120)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is shown (default 2)")
+    p.add_argument("--metrics", action="store_true", help="also measure an instance with --metrics-port")
     return p.parse_args()
 
 
@@ -259,11 +263,35 @@ def start_bare(redis_url: str) -> tuple[mp.process.BaseProcess, int]:
     return proc, int(receive.recv())
 
 
-def start_service(redis_url: str, work: Path) -> tuple[subprocess.Popen[str], int]:
+def start_service(redis_url: str, work: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], int]:
     config = work / "bench.yaml"
     config.write_text(yaml.safe_dump(BENCH_CONFIG))
-    args = ["--port", "0", "--config", str(config), "--redis-url", redis_url]
-    return spawn_module("rlservice", args, work / "rlservice.log", 30, env={"RL_LOG_LEVEL": "WARNING"})
+    args = ["--port", "0", "--config", str(config), "--redis-url", redis_url, *extra]
+    log = work / f"rlservice{len(extra)}.log"
+    return spawn_module("rlservice", args, log, 30, env={"RL_LOG_LEVEL": "WARNING"})
+
+
+def stop_service(service: subprocess.Popen[str]) -> None:
+    service.terminate()
+    try:
+        service.wait(10)
+    except subprocess.TimeoutExpired:
+        service.kill()
+        service.wait()
+
+
+def report_metrics(args: argparse.Namespace, service: list[Measured], metered: list[Measured]) -> None:
+    best_off = max(service, key=lambda m: m.rps)
+    best_on = max(metered, key=lambda m: m.rps)
+    rows: list[Row] = []
+    for r in [*best_on.loaded.values(), *best_on.unloaded.values()]:
+        r.target, r.method = "+metrics", "Acquire+Release" if r.method == "total" else r.method
+        rows.append(r)
+    print("\nThe same load on an instance with --metrics-port (measured in the same rounds)")
+    print(table(rows))
+    print(f"  server CPU per RPC: {best_off.server_cpu_us:.0f} µs without metrics, {best_on.server_cpu_us:.0f} µs with")
+    rounds = ", ".join(f"{on.rps / off.rps:.1%}" for off, on in zip(service, metered, strict=True))
+    print(f"metrics on / off RPC/s: {best_on.rps / best_off.rps:.1%} (best rounds); per round: {rounds}")
 
 
 def report(args: argparse.Namespace, bare: list[Measured], service: list[Measured]) -> None:
@@ -294,34 +322,43 @@ def main() -> int:
     args = parse_args()
     bare_runs: list[Measured] = []
     service_runs: list[Measured] = []
+    metered_runs: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="rl-bench-") as tmp:
         redis_server = RedisServer(Path(tmp))
         redis_server.start()
         assert redis_server.proc is not None
         bare: mp.process.BaseProcess | None = None
         service: subprocess.Popen[str] | None = None
+        metered: subprocess.Popen[str] | None = None
         try:
             bare, bare_port = start_bare(redis_server.url)
             service, service_port = start_service(redis_server.url, Path(tmp))
+            if args.metrics:
+                metered, metered_port = start_service(
+                    redis_server.url, Path(tmp), ("--metrics-port", "0", "--key-prefix", "metered")
+                )
             assert bare.pid is not None
             for n in range(args.rounds):
                 bare_runs.append(measure(args, "bare", f"{HOST}:{bare_port}", bare.pid, redis_server.proc.pid, f"b{n}"))
                 service_runs.append(
                     measure(args, "service", f"{HOST}:{service_port}", service.pid, redis_server.proc.pid, f"s{n}")
                 )
+                if metered is not None:
+                    metered_runs.append(
+                        measure(args, "service", f"{HOST}:{metered_port}", metered.pid, redis_server.proc.pid, f"m{n}")
+                    )
         finally:
+            if metered is not None:
+                stop_service(metered)
             if bare is not None:
                 bare.kill()
                 bare.join()
             if service is not None:
-                service.terminate()
-                try:
-                    service.wait(10)
-                except subprocess.TimeoutExpired:
-                    service.kill()
-                    service.wait()
+                stop_service(service)
             redis_server.stop()
     report(args, bare_runs, service_runs)
+    if metered_runs:
+        report_metrics(args, service_runs, metered_runs)
     return 0
 
 
