@@ -51,7 +51,8 @@ async def test_many_changes_within_the_interval_make_one_tick_after_it() -> None
     for _ in range(1000):
         changes.notify()
     await asyncio.wait_for(anext(stream), 5)
-    assert loop.time() - started >= interval
+    # Timers may fire up to the clock's resolution early.
+    assert loop.time() - started >= interval * 0.99
     pending = asyncio.ensure_future(anext(stream))
     assert await stays_blocked(pending), "the 1000 changes were all covered by the one tick"
     pending.cancel()
