@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-security clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-security bench-metrics clean
 
 install: $(STAMP)
 
@@ -54,6 +54,10 @@ bench-reap: install
 
 bench-security: install
 	$(PY) bench/security_bench.py
+
+# The service bench with a second instance that has metrics on, measured in the same rounds.
+bench-metrics: install
+	$(PY) bench/service_bench.py --metrics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/node/node_modules

@@ -7,11 +7,13 @@ Both run on the same redis-server, one after the other, each in its own process:
 The load comes from separate client processes (grpc.aio on uvloop), a fixed number of calls at a
 fixed concurrency, bounded in time; then again with one call at a time for unloaded latency.
 
-    python bench/service_bench.py [--calls 20000] [--concurrency 48] [--clients 1]
+    python bench/service_bench.py [--calls 20000] [--concurrency 48] [--clients 1] [--metrics]
     python bench/service_bench.py --scaling 1,2,3   # 1, 2 and 3 instances against one Redis
 
 Redis runs scripts on one thread and every instance shares it, so Redis CPU per RPC sets the ceiling
-of a whole deployment: both modes print it.
+of a whole deployment: both modes print it. With --metrics a second instance, with Prometheus
+metrics on (under its own key prefix, so each instance is alone), is measured in the same rounds
+and compared with the first.
 """
 
 from __future__ import annotations
@@ -35,11 +37,15 @@ import grpc
 import grpc.aio
 import uvloop
 import yaml
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from rllocal.processes import RedisServer, spawn_module
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
+from rlservice.backend.ledger import ClosedLease
+from rlservice.metrics import PrometheusMetrics
+from rlservice.types import Outcome, Usage
 
 HOST = "127.0.0.1"
 BARE_METHOD = "/bench.Bare/Call"
@@ -232,6 +238,7 @@ def parse_args() -> argparse.Namespace:
         "--scaling",
         help="instead: instance counts to run against one Redis, e.g. 1,2,3 (one client process an instance)",
     )
+    p.add_argument("--metrics", action="store_true", help="also measure an instance with --metrics-port")
     return p.parse_args()
 
 
@@ -278,11 +285,14 @@ def start_bare(redis_url: str) -> tuple[mp.process.BaseProcess, int]:
     return proc, int(receive.recv())
 
 
-def start_service(redis_url: str, work: Path, n: int = 0) -> tuple[subprocess.Popen[str], int]:
+def start_service(
+    redis_url: str, work: Path, extra: tuple[str, ...] = (), n: int = 0
+) -> tuple[subprocess.Popen[str], int]:
     config = work / "bench.yaml"
     config.write_text(yaml.safe_dump(BENCH_CONFIG))
-    args = ["--port", "0", "--config", str(config), "--redis-url", redis_url]
-    return spawn_module("rlservice", args, work / f"rlservice-{n}.log", 30, env={"RL_LOG_LEVEL": "WARNING"})
+    args = ["--port", "0", "--config", str(config), "--redis-url", redis_url, *extra]
+    log = work / f"rlservice-{n}-{len(extra)}.log"
+    return spawn_module("rlservice", args, log, 30, env={"RL_LOG_LEVEL": "WARNING"})
 
 
 def stop_service(service: subprocess.Popen[str]) -> None:
@@ -292,6 +302,40 @@ def stop_service(service: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         service.kill()
         service.wait()
+
+
+def metric_calls_us(pairs: int = 100_000) -> float:
+    """CPU time of what the servicer and the ledger record per RPC with metrics on, measured in
+    process: steadier than the end-to-end comparison on a shared machine."""
+    metrics = PrometheusMetrics(CollectorRegistry())
+    closed = ClosedLease(
+        "bench/1", "bench", "bench-model", "small", "job", 1, 1, 100, 1, Outcome.SUCCESS, True, False, 30, 0, 0, 0,
+        Usage(1, 40, 30, 0),
+    )  # fmt: skip
+    started = time.process_time()
+    for _ in range(pairs):
+        metrics.acquired("bench-model", "small", 0)
+        metrics.redis_call("acquire", 0.0004)
+        metrics.released(closed)
+        metrics.redis_call("release", 0.0004)
+    return (time.process_time() - started) / (2 * pairs) * 1e6
+
+
+def report_metrics(args: argparse.Namespace, service: list[Measured], metered: list[Measured]) -> None:
+    best_off = max(service, key=lambda m: m.rps)
+    best_on = max(metered, key=lambda m: m.rps)
+    rows: list[Row] = []
+    for r in [*best_on.loaded.values(), *best_on.unloaded.values()]:
+        r.target, r.method = "+metrics", "Acquire+Release" if r.method == "total" else r.method
+        rows.append(r)
+    print("\nThe same load on an instance with --metrics-port (measured in the same rounds)")
+    print(table(rows))
+    print(f"  server CPU per RPC: {best_off.server_cpu_us:.0f} µs without metrics, {best_on.server_cpu_us:.0f} µs with")
+    rounds = ", ".join(f"{on.rps / off.rps:.1%}" for off, on in zip(service, metered, strict=True))
+    print(f"metrics on / off RPC/s: {best_on.rps / best_off.rps:.1%} (best rounds); per round: {rounds}")
+    calls = metric_calls_us()
+    share = calls / best_off.server_cpu_us
+    print(f"metric calls per RPC, in process: {calls:.1f} µs CPU = {share:.1%} of the server's CPU per RPC")
 
 
 def report(args: argparse.Namespace, bare: list[Measured], service: list[Measured]) -> None:
@@ -341,7 +385,7 @@ def scaling(args: argparse.Namespace, counts: list[int]) -> None:
             try:
                 ports = []
                 for n in range(count):
-                    service, port = start_service(redis_server.url, Path(tmp), n)
+                    service, port = start_service(redis_server.url, Path(tmp), n=n)
                     services.append(service)
                     ports.append(port)
                 targets = [f"{HOST}:{p}" for p in ports]
@@ -373,22 +417,34 @@ def main() -> int:
         return 0
     bare_runs: list[Measured] = []
     service_runs: list[Measured] = []
+    metered_runs: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="rl-bench-") as tmp:
         redis_server = RedisServer(Path(tmp))
         redis_server.start()
         assert redis_server.proc is not None
         bare: mp.process.BaseProcess | None = None
         service: subprocess.Popen[str] | None = None
+        metered: subprocess.Popen[str] | None = None
         try:
             bare, bare_port = start_bare(redis_server.url)
             service, service_port = start_service(redis_server.url, Path(tmp))
+            if args.metrics:
+                metered, metered_port = start_service(
+                    redis_server.url, Path(tmp), ("--metrics-port", "0", "--key-prefix", "metered")
+                )
             assert bare.pid is not None
             for n in range(args.rounds):
                 bare_runs.append(measure(args, "bare", f"{HOST}:{bare_port}", bare.pid, redis_server.proc.pid, f"b{n}"))
                 service_runs.append(
                     measure(args, "service", f"{HOST}:{service_port}", service.pid, redis_server.proc.pid, f"s{n}")
                 )
+                if metered is not None:
+                    metered_runs.append(
+                        measure(args, "service", f"{HOST}:{metered_port}", metered.pid, redis_server.proc.pid, f"m{n}")
+                    )
         finally:
+            if metered is not None:
+                stop_service(metered)
             if bare is not None:
                 bare.kill()
                 bare.join()
@@ -396,6 +452,8 @@ def main() -> int:
                 stop_service(service)
             redis_server.stop()
     report(args, bare_runs, service_runs)
+    if metered_runs:
+        report_metrics(args, service_runs, metered_runs)
     return 0
 
 

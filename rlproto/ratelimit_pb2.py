@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cratelimit/v1/ratelimit.proto\x12\x0cratelimit.v1\"X\n\x0e\x41\x63quireRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08job_type\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x14\n\x0clease_ttl_ms\x18\x04 \x01(\x03\"/\n\x0bReservation\x12\x0e\n\x06tokens\x18\x01 \x01(\x03\x12\x10\n\x08requests\x18\x02 \x01(\x03\"\xbd\x01\n\x0f\x41\x63quireResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x14\n\x0cmodels_tried\x18\x03 \x03(\t\x12+\n\x08reserved\x18\x04 \x01(\x0b\x32\x19.ratelimit.v1.Reservation\x12\x11\n\twaited_ms\x18\x05 \x01(\x03\x12\x1b\n\x13lease_expires_at_ms\x18\x06 \x01(\x03\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\"b\n\x05Usage\x12\x15\n\rrequest_count\x18\x01 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x03\x12\x15\n\routput_tokens\x18\x03 \x01(\x03\x12\x15\n\rcached_tokens\x18\x04 \x01(\x03\"o\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12&\n\x07outcome\x18\x02 \x01(\x0e\x32\x15.ratelimit.v1.Outcome\x12#\n\x06\x61\x63tual\x18\x03 \x01(\x0b\x32\x13.ratelimit.v1.Usage\"\x9e\x01\n\x0fReleaseResponse\x12\x17\n\x0frefunded_tokens\x18\x01 \x01(\x03\x12\x19\n\x11refunded_requests\x18\x02 \x01(\x03\x12\x16\n\x0eoverage_tokens\x18\x03 \x01(\x03\x12\x18\n\x10overage_requests\x18\x04 \x01(\x03\x12\x13\n\x0bsame_window\x18\x05 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\"6\n\x12\x45xtendLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x03\"2\n\x13\x45xtendLeaseResponse\x12\x1b\n\x13lease_expires_at_ms\x18\x01 \x01(\x03\"+\n\x14GetAllocationRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x9f\x02\n\x04Pool\x12\x13\n\x0btotal_slots\x18\x01 \x01(\x03\x12\x1e\n\x11tokens_per_minute\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12 \n\x13requests_per_minute\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0etokens_per_day\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10requests_per_day\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0emax_concurrent\x18\x06 \x01(\x03H\x04\x88\x01\x01\x42\x14\n\x12_tokens_per_minuteB\x16\n\x14_requests_per_minuteB\x11\n\x0f_tokens_per_dayB\x13\n\x11_requests_per_dayB\x11\n\x0f_max_concurrent\"\x9e\x02\n\x06Limits\x12\x1e\n\x11tokens_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12 \n\x13requests_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0etokens_per_day\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10requests_per_day\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12$\n\x17max_concurrent_requests\x18\x05 \x01(\x03H\x04\x88\x01\x01\x42\x14\n\x12_tokens_per_minuteB\x16\n\x14_requests_per_minuteB\x11\n\x0f_tokens_per_dayB\x13\n\x11_requests_per_dayB\x1a\n\x18_max_concurrent_requests\"\xab\x02\n\nAllocation\x12\x16\n\x0einstance_count\x18\x01 \x01(\x05\x12\x32\n\x05pools\x18\x02 \x03(\x0b\x32#.ratelimit.v1.Allocation.PoolsEntry\x12\x43\n\x0e\x64ynamic_limits\x18\x03 \x03(\x0b\x32+.ratelimit.v1.Allocation.DynamicLimitsEntry\x1a@\n\nPoolsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.ratelimit.v1.Pool:\x02\x38\x01\x1aJ\n\x12\x44ynamicLimitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.ratelimit.v1.Limits:\x02\x38\x01\"\x8b\x01\n\x0cJobTypeState\x12\x15\n\rcurrent_ratio\x18\x01 \x01(\x01\x12\x15\n\rinitial_ratio\x18\x02 \x01(\x01\x12\x10\n\x08\x66lexible\x18\x03 \x01(\x08\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x17\n\x0f\x61llocated_slots\x18\x05 \x01(\x05\x12\x0f\n\x07waiting\x18\x06 \x01(\x05\"w\n\x11ModelJobTypeState\x12\x17\n\x0f\x61llocated_slots\x18\x01 \x01(\x05\x12\x11\n\tin_flight\x18\x02 \x01(\x05\x12\x13\n\x0bwindow_used\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x05\x12\x10\n\x08overages\x18\x05 \x01(\x03\"\x9f\x01\n\rModelJobTypes\x12<\n\tjob_types\x18\x01 \x03(\x0b\x32).ratelimit.v1.ModelJobTypes.JobTypesEntry\x1aP\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.ratelimit.v1.ModelJobTypeState:\x02\x38\x01\"\xc4\x03\n\x15GetAllocationResponse\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12,\n\nallocation\x18\x02 \x01(\x0b\x32\x18.ratelimit.v1.Allocation\x12\x44\n\tjob_types\x18\x03 \x03(\x0b\x32\x31.ratelimit.v1.GetAllocationResponse.JobTypesEntry\x12O\n\x0fmodel_job_types\x18\x04 \x03(\x0b\x32\x36.ratelimit.v1.GetAllocationResponse.ModelJobTypesEntry\x12\x1a\n\x12memory_capacity_kb\x18\x05 \x01(\x03\x12\x15\n\ractive_leases\x18\x06 \x01(\x03\x1aK\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.ratelimit.v1.JobTypeState:\x02\x38\x01\x1aQ\n\x12ModelJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.ratelimit.v1.ModelJobTypes:\x02\x38\x01*`\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07SUCCESS\x10\x01\x12\x15\n\x11\x46\x41ILED_WITH_USAGE\x10\x02\x12\x18\n\x14\x46\x41ILED_UNKNOWN_USAGE\x10\x03\x32\xcb\x02\n\x0bRateLimiter\x12\x46\n\x07\x41\x63quire\x12\x1c.ratelimit.v1.AcquireRequest\x1a\x1d.ratelimit.v1.AcquireResponse\x12\x46\n\x07Release\x12\x1c.ratelimit.v1.ReleaseRequest\x1a\x1d.ratelimit.v1.ReleaseResponse\x12R\n\x0b\x45xtendLease\x12 .ratelimit.v1.ExtendLeaseRequest\x1a!.ratelimit.v1.ExtendLeaseResponse\x12X\n\rGetAllocation\x12\".ratelimit.v1.GetAllocationRequest\x1a#.ratelimit.v1.GetAllocationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cratelimit/v1/ratelimit.proto\x12\x0cratelimit.v1\"X\n\x0e\x41\x63quireRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08job_type\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x14\n\x0clease_ttl_ms\x18\x04 \x01(\x03\"/\n\x0bReservation\x12\x0e\n\x06tokens\x18\x01 \x01(\x03\x12\x10\n\x08requests\x18\x02 \x01(\x03\"\xbd\x01\n\x0f\x41\x63quireResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x14\n\x0cmodels_tried\x18\x03 \x03(\t\x12+\n\x08reserved\x18\x04 \x01(\x0b\x32\x19.ratelimit.v1.Reservation\x12\x11\n\twaited_ms\x18\x05 \x01(\x03\x12\x1b\n\x13lease_expires_at_ms\x18\x06 \x01(\x03\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\"b\n\x05Usage\x12\x15\n\rrequest_count\x18\x01 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x03\x12\x15\n\routput_tokens\x18\x03 \x01(\x03\x12\x15\n\rcached_tokens\x18\x04 \x01(\x03\"o\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12&\n\x07outcome\x18\x02 \x01(\x0e\x32\x15.ratelimit.v1.Outcome\x12#\n\x06\x61\x63tual\x18\x03 \x01(\x0b\x32\x13.ratelimit.v1.Usage\"\x9e\x01\n\x0fReleaseResponse\x12\x17\n\x0frefunded_tokens\x18\x01 \x01(\x03\x12\x19\n\x11refunded_requests\x18\x02 \x01(\x03\x12\x16\n\x0eoverage_tokens\x18\x03 \x01(\x03\x12\x18\n\x10overage_requests\x18\x04 \x01(\x03\x12\x13\n\x0bsame_window\x18\x05 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\"6\n\x12\x45xtendLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x03\"2\n\x13\x45xtendLeaseResponse\x12\x1b\n\x13lease_expires_at_ms\x18\x01 \x01(\x03\"+\n\x14GetAllocationRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"F\n\x16WatchAllocationRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x17\n\x0fmin_interval_ms\x18\x02 \x01(\r\"\x9f\x02\n\x04Pool\x12\x13\n\x0btotal_slots\x18\x01 \x01(\x03\x12\x1e\n\x11tokens_per_minute\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12 \n\x13requests_per_minute\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0etokens_per_day\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10requests_per_day\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0emax_concurrent\x18\x06 \x01(\x03H\x04\x88\x01\x01\x42\x14\n\x12_tokens_per_minuteB\x16\n\x14_requests_per_minuteB\x11\n\x0f_tokens_per_dayB\x13\n\x11_requests_per_dayB\x11\n\x0f_max_concurrent\"\x9e\x02\n\x06Limits\x12\x1e\n\x11tokens_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12 \n\x13requests_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0etokens_per_day\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10requests_per_day\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12$\n\x17max_concurrent_requests\x18\x05 \x01(\x03H\x04\x88\x01\x01\x42\x14\n\x12_tokens_per_minuteB\x16\n\x14_requests_per_minuteB\x11\n\x0f_tokens_per_dayB\x13\n\x11_requests_per_dayB\x1a\n\x18_max_concurrent_requests\"\xab\x02\n\nAllocation\x12\x16\n\x0einstance_count\x18\x01 \x01(\x05\x12\x32\n\x05pools\x18\x02 \x03(\x0b\x32#.ratelimit.v1.Allocation.PoolsEntry\x12\x43\n\x0e\x64ynamic_limits\x18\x03 \x03(\x0b\x32+.ratelimit.v1.Allocation.DynamicLimitsEntry\x1a@\n\nPoolsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.ratelimit.v1.Pool:\x02\x38\x01\x1aJ\n\x12\x44ynamicLimitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.ratelimit.v1.Limits:\x02\x38\x01\"\x8b\x01\n\x0cJobTypeState\x12\x15\n\rcurrent_ratio\x18\x01 \x01(\x01\x12\x15\n\rinitial_ratio\x18\x02 \x01(\x01\x12\x10\n\x08\x66lexible\x18\x03 \x01(\x08\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x17\n\x0f\x61llocated_slots\x18\x05 \x01(\x05\x12\x0f\n\x07waiting\x18\x06 \x01(\x05\"w\n\x11ModelJobTypeState\x12\x17\n\x0f\x61llocated_slots\x18\x01 \x01(\x05\x12\x11\n\tin_flight\x18\x02 \x01(\x05\x12\x13\n\x0bwindow_used\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x05\x12\x10\n\x08overages\x18\x05 \x01(\x03\"\x9f\x01\n\rModelJobTypes\x12<\n\tjob_types\x18\x01 \x03(\x0b\x32).ratelimit.v1.ModelJobTypes.JobTypesEntry\x1aP\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.ratelimit.v1.ModelJobTypeState:\x02\x38\x01\"\xc4\x03\n\x15GetAllocationResponse\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12,\n\nallocation\x18\x02 \x01(\x0b\x32\x18.ratelimit.v1.Allocation\x12\x44\n\tjob_types\x18\x03 \x03(\x0b\x32\x31.ratelimit.v1.GetAllocationResponse.JobTypesEntry\x12O\n\x0fmodel_job_types\x18\x04 \x03(\x0b\x32\x36.ratelimit.v1.GetAllocationResponse.ModelJobTypesEntry\x12\x1a\n\x12memory_capacity_kb\x18\x05 \x01(\x03\x12\x15\n\ractive_leases\x18\x06 \x01(\x03\x1aK\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.ratelimit.v1.JobTypeState:\x02\x38\x01\x1aQ\n\x12ModelJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.ratelimit.v1.ModelJobTypes:\x02\x38\x01*`\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07SUCCESS\x10\x01\x12\x15\n\x11\x46\x41ILED_WITH_USAGE\x10\x02\x12\x18\n\x14\x46\x41ILED_UNKNOWN_USAGE\x10\x03\x32\xab\x03\n\x0bRateLimiter\x12\x46\n\x07\x41\x63quire\x12\x1c.ratelimit.v1.AcquireRequest\x1a\x1d.ratelimit.v1.AcquireResponse\x12\x46\n\x07Release\x12\x1c.ratelimit.v1.ReleaseRequest\x1a\x1d.ratelimit.v1.ReleaseResponse\x12R\n\x0b\x45xtendLease\x12 .ratelimit.v1.ExtendLeaseRequest\x1a!.ratelimit.v1.ExtendLeaseResponse\x12X\n\rGetAllocation\x12\".ratelimit.v1.GetAllocationRequest\x1a#.ratelimit.v1.GetAllocationResponse\x12^\n\x0fWatchAllocation\x12$.ratelimit.v1.WatchAllocationRequest\x1a#.ratelimit.v1.GetAllocationResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETALLOCATIONRESPONSE_JOBTYPESENTRY']._serialized_options = b'8\001'
   _globals['_GETALLOCATIONRESPONSE_MODELJOBTYPESENTRY']._loaded_options = None
   _globals['_GETALLOCATIONRESPONSE_MODELJOBTYPESENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=2665
-  _globals['_OUTCOME']._serialized_end=2761
+  _globals['_OUTCOME']._serialized_start=2737
+  _globals['_OUTCOME']._serialized_end=2833
   _globals['_ACQUIREREQUEST']._serialized_start=46
   _globals['_ACQUIREREQUEST']._serialized_end=134
   _globals['_RESERVATION']._serialized_start=136
@@ -61,30 +61,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXTENDLEASERESPONSE']._serialized_end=857
   _globals['_GETALLOCATIONREQUEST']._serialized_start=859
   _globals['_GETALLOCATIONREQUEST']._serialized_end=902
-  _globals['_POOL']._serialized_start=905
-  _globals['_POOL']._serialized_end=1192
-  _globals['_LIMITS']._serialized_start=1195
-  _globals['_LIMITS']._serialized_end=1481
-  _globals['_ALLOCATION']._serialized_start=1484
-  _globals['_ALLOCATION']._serialized_end=1783
-  _globals['_ALLOCATION_POOLSENTRY']._serialized_start=1643
-  _globals['_ALLOCATION_POOLSENTRY']._serialized_end=1707
-  _globals['_ALLOCATION_DYNAMICLIMITSENTRY']._serialized_start=1709
-  _globals['_ALLOCATION_DYNAMICLIMITSENTRY']._serialized_end=1783
-  _globals['_JOBTYPESTATE']._serialized_start=1786
-  _globals['_JOBTYPESTATE']._serialized_end=1925
-  _globals['_MODELJOBTYPESTATE']._serialized_start=1927
-  _globals['_MODELJOBTYPESTATE']._serialized_end=2046
-  _globals['_MODELJOBTYPES']._serialized_start=2049
-  _globals['_MODELJOBTYPES']._serialized_end=2208
-  _globals['_MODELJOBTYPES_JOBTYPESENTRY']._serialized_start=2128
-  _globals['_MODELJOBTYPES_JOBTYPESENTRY']._serialized_end=2208
-  _globals['_GETALLOCATIONRESPONSE']._serialized_start=2211
-  _globals['_GETALLOCATIONRESPONSE']._serialized_end=2663
-  _globals['_GETALLOCATIONRESPONSE_JOBTYPESENTRY']._serialized_start=2505
-  _globals['_GETALLOCATIONRESPONSE_JOBTYPESENTRY']._serialized_end=2580
-  _globals['_GETALLOCATIONRESPONSE_MODELJOBTYPESENTRY']._serialized_start=2582
-  _globals['_GETALLOCATIONRESPONSE_MODELJOBTYPESENTRY']._serialized_end=2663
-  _globals['_RATELIMITER']._serialized_start=2764
-  _globals['_RATELIMITER']._serialized_end=3095
+  _globals['_WATCHALLOCATIONREQUEST']._serialized_start=904
+  _globals['_WATCHALLOCATIONREQUEST']._serialized_end=974
+  _globals['_POOL']._serialized_start=977
+  _globals['_POOL']._serialized_end=1264
+  _globals['_LIMITS']._serialized_start=1267
+  _globals['_LIMITS']._serialized_end=1553
+  _globals['_ALLOCATION']._serialized_start=1556
+  _globals['_ALLOCATION']._serialized_end=1855
+  _globals['_ALLOCATION_POOLSENTRY']._serialized_start=1715
+  _globals['_ALLOCATION_POOLSENTRY']._serialized_end=1779
+  _globals['_ALLOCATION_DYNAMICLIMITSENTRY']._serialized_start=1781
+  _globals['_ALLOCATION_DYNAMICLIMITSENTRY']._serialized_end=1855
+  _globals['_JOBTYPESTATE']._serialized_start=1858
+  _globals['_JOBTYPESTATE']._serialized_end=1997
+  _globals['_MODELJOBTYPESTATE']._serialized_start=1999
+  _globals['_MODELJOBTYPESTATE']._serialized_end=2118
+  _globals['_MODELJOBTYPES']._serialized_start=2121
+  _globals['_MODELJOBTYPES']._serialized_end=2280
+  _globals['_MODELJOBTYPES_JOBTYPESENTRY']._serialized_start=2200
+  _globals['_MODELJOBTYPES_JOBTYPESENTRY']._serialized_end=2280
+  _globals['_GETALLOCATIONRESPONSE']._serialized_start=2283
+  _globals['_GETALLOCATIONRESPONSE']._serialized_end=2735
+  _globals['_GETALLOCATIONRESPONSE_JOBTYPESENTRY']._serialized_start=2577
+  _globals['_GETALLOCATIONRESPONSE_JOBTYPESENTRY']._serialized_end=2652
+  _globals['_GETALLOCATIONRESPONSE_MODELJOBTYPESENTRY']._serialized_start=2654
+  _globals['_GETALLOCATIONRESPONSE_MODELJOBTYPESENTRY']._serialized_end=2735
+  _globals['_RATELIMITER']._serialized_start=2836
+  _globals['_RATELIMITER']._serialized_end=3263
 # @@protoc_insertion_point(module_scope)

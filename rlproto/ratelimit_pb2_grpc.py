@@ -56,6 +56,11 @@ class RateLimiterStub:
                 request_serializer=ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationRequest.SerializeToString,
                 response_deserializer=ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationResponse.FromString,
                 _registered_method=True)
+        self.WatchAllocation = channel.unary_stream(
+                '/ratelimit.v1.RateLimiter/WatchAllocation',
+                request_serializer=ratelimit_dot_v1_dot_ratelimit__pb2.WatchAllocationRequest.SerializeToString,
+                response_deserializer=ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationResponse.FromString,
+                _registered_method=True)
 
 
 class RateLimiterServicer:
@@ -93,6 +98,15 @@ class RateLimiterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAllocation(self, request, context):
+        """The same answer as GetAllocation at once, then again whenever the pools,
+        ratios, in-flight or waiting counts change, at most once per
+        min_interval_ms. A slow reader gets the latest state, never a backlog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RateLimiterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +128,11 @@ def add_RateLimiterServicer_to_server(servicer, server):
             'GetAllocation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAllocation,
                     request_deserializer=ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationRequest.FromString,
+                    response_serializer=ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationResponse.SerializeToString,
+            ),
+            'WatchAllocation': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAllocation,
+                    request_deserializer=ratelimit_dot_v1_dot_ratelimit__pb2.WatchAllocationRequest.FromString,
                     response_serializer=ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationResponse.SerializeToString,
             ),
     }
@@ -226,6 +245,33 @@ class RateLimiter:
             target,
             '/ratelimit.v1.RateLimiter/GetAllocation',
             ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationRequest.SerializeToString,
+            ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAllocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ratelimit.v1.RateLimiter/WatchAllocation',
+            ratelimit_dot_v1_dot_ratelimit__pb2.WatchAllocationRequest.SerializeToString,
             ratelimit_dot_v1_dot_ratelimit__pb2.GetAllocationResponse.FromString,
             options,
             channel_credentials,

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Final
 
 import uvloop
+from prometheus_client import CollectorRegistry
 
 from rlcommon import logs, server
 from rlcommon.auth import Tokens
 from rlcommon.errors import SetupError
 from rlcommon.tls import channel_credentials
 from rlproxy.access import TargetAccess
+from rlproxy.metrics import NO_METRICS, PrometheusProxyMetrics
+from rlproxy.metrics import serve as serve_metrics
 from rlproxy.policies import POLICY_NAMES, make_policy
 from rlproxy.server import ProxyServer
 
@@ -45,6 +48,12 @@ def _weights(text: str) -> list[int]:
     return weights
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rlproxy", description="gRPC proxy in front of rlservice instances."
@@ -69,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="its first token goes on the proxy's own calls to the targets (default: --auth-token-file's)",
     )
+    parser.add_argument(
+        "--metrics-port", type=_port, help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"
+    )
     return parser
 
 
@@ -86,7 +98,23 @@ def _access(args: argparse.Namespace, setup: server.ServerSetup) -> TargetAccess
 async def _serve(args: argparse.Namespace, setup: server.ServerSetup, access: TargetAccess) -> int:
     policy_name = args.policy or ("weighted" if args.weights is not None else "round_robin")
     policy = make_policy(policy_name, len(args.targets), args.weights)
-    proxy = ProxyServer(args.targets, policy, poll_loads=policy_name == "least_loaded", setup=setup, access=access)
+    prometheus = PrometheusProxyMetrics(CollectorRegistry()) if args.metrics_port is not None else None
+    proxy = ProxyServer(
+        args.targets,
+        policy,
+        poll_loads=policy_name == "least_loaded",
+        setup=setup,
+        access=access,
+        metrics=prometheus or NO_METRICS,
+    )
+    stop_metrics = None
+    if prometheus is not None:
+        prometheus.watch(proxy.pool.targets)
+        try:
+            stop_metrics = serve_metrics(prometheus.registry, args.host, args.metrics_port)
+        except OSError as err:
+            print(f"rlproxy: {err}", file=sys.stderr)
+            return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before the port is announced: whoever reads it may signal at once.
@@ -101,6 +129,8 @@ async def _serve(args: argparse.Namespace, setup: server.ServerSetup, access: Ta
     print(f"listening on {args.host}:{port}", flush=True)
     await stop.wait()
     await proxy.stop(_GRACE_S)
+    if stop_metrics is not None:
+        await asyncio.to_thread(stop_metrics)
     return 0
 
 

@@ -1,12 +1,15 @@
 """The RateLimiter pass-through.
 
-Requests and replies travel as the bytes they arrived as; only Release, ExtendLease and
-GetAllocation requests are decoded, for the one id that decides where they go. Deadlines,
-metadata both ways and error statuses pass through unchanged.
+Requests and replies travel as the bytes they arrived as; only Release, ExtendLease,
+GetAllocation and WatchAllocation requests are decoded, for the one id that decides where they
+go. Deadlines, metadata both ways and error statuses pass through unchanged; a stream's messages
+are passed on one by one as they come.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Final, NoReturn, TypeVar, cast
 
 import grpc
@@ -15,11 +18,13 @@ from grpc import aio
 
 from rlproto import ratelimit_pb2
 from rlproxy.leases import issuing_instance
+from rlproxy.metrics import NO_METRICS, NO_TARGET, ProxyMetrics
 from rlproxy.policies import Policy
 from rlproxy.targets import Target, TargetPool, never_reached
 
 Context = aio.ServicerContext[bytes, bytes]
 Method = aio.UnaryUnaryMultiCallable[bytes, bytes]
+StreamMethod = aio.UnaryStreamMultiCallable[bytes, bytes]
 Metadata = tuple[tuple[str, str | bytes], ...]
 M = TypeVar("M", bound=Message)
 
@@ -53,6 +58,29 @@ async def _call(method: Method, request: bytes, context: Context) -> bytes:
     return response
 
 
+async def _stream(method: StreamMethod, request: bytes, context: Context) -> AsyncIterator[bytes]:
+    call = method(
+        request,
+        timeout=context.time_remaining(),
+        metadata=_outgoing_metadata(context.invocation_metadata()),
+    )
+    try:
+        first = True
+        async for reply in call:
+            if first:
+                first = False
+                initial = await call.initial_metadata()
+                if initial:
+                    await context.send_initial_metadata(initial)
+            yield reply
+        trailing = await call.trailing_metadata()
+        if trailing:
+            context.set_trailing_metadata(trailing)
+    finally:
+        # The client left, or the proxy stops: the target's stream must not outlive this one.
+        call.cancel()
+
+
 async def _relay(err: aio.AioRpcError, context: Context) -> NoReturn:
     initial = err.initial_metadata()
     if initial:
@@ -63,13 +91,6 @@ async def _relay(err: aio.AioRpcError, context: Context) -> NoReturn:
     await context.abort(err.code(), err.details() or "", trailing)
 
 
-async def _parse(message: type[M], request: bytes, context: Context) -> M:
-    try:
-        return message.FromString(request)
-    except DecodeError:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {message.__name__}")
-
-
 def _unreachable(instance_id: str, lease_id: str) -> str:
     return (
         f"instance {instance_id} that issued lease {lease_id} is not reachable through this proxy"
@@ -78,10 +99,36 @@ def _unreachable(instance_id: str, lease_id: str) -> str:
 
 
 class Forwarder:
-    def __init__(self, pool: TargetPool, policy: Policy) -> None:
+    """`metrics` hears of every call sent to a target and of every call the proxy answers itself."""
+
+    def __init__(self, pool: TargetPool, policy: Policy, metrics: ProxyMetrics = NO_METRICS) -> None:
         self._pool = pool
         self._targets = pool.targets
         self._policy = policy
+        self._metrics = metrics
+
+    async def _call(self, target: Target, name: str, method: Method, request: bytes, context: Context) -> bytes:
+        code = grpc.StatusCode.OK
+        try:
+            return await _call(method, request, context)
+        except aio.AioRpcError as err:
+            code = err.code()
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._metrics.request(target.address, name, code)
+
+    async def _reject(self, context: Context, name: str, code: grpc.StatusCode, details: str) -> NoReturn:
+        self._metrics.request(NO_TARGET, name, code)
+        await context.abort(code, details)
+
+    async def _parse(self, message: type[M], name: str, request: bytes, context: Context) -> M:
+        try:
+            return message.FromString(request)
+        except DecodeError:
+            await self._reject(context, name, grpc.StatusCode.INVALID_ARGUMENT, f"malformed {message.__name__}")
 
     async def acquire(self, request: bytes, context: Context) -> bytes:
         targets, policy = self._targets, self._policy
@@ -92,11 +139,11 @@ class Forwarder:
             if index < 0:
                 if await self._await_answers(context, failures):
                     continue
-                await context.abort(grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
+                await self._reject(context, "Acquire", grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
             target = targets[index]
             target.acquiring += 1
             try:
-                response = await _call(target.acquire, request, context)
+                response = await self._call(target, "Acquire", target.acquire, request, context)
             except aio.AioRpcError as err:
                 if not never_reached(err):
                     await _relay(err, context)
@@ -114,28 +161,25 @@ class Forwarder:
             return response
 
     async def release(self, request: bytes, context: Context) -> bytes:
-        lease_id = (await _parse(ratelimit_pb2.ReleaseRequest, request, context)).lease_id
-        target, instance_id = await self._issuer(lease_id, context)
-        response = await self._to_issuer(target.release, instance_id, lease_id, request, context)
+        lease_id = (await self._parse(ratelimit_pb2.ReleaseRequest, "Release", request, context)).lease_id
+        target, instance_id = await self._issuer("Release", lease_id, context)
+        response = await self._to_issuer(target, "Release", target.release, instance_id, lease_id, request, context)
         target.lease_released()
         return response
 
     async def extend_lease(self, request: bytes, context: Context) -> bytes:
-        lease_id = (await _parse(ratelimit_pb2.ExtendLeaseRequest, request, context)).lease_id
-        target, instance_id = await self._issuer(lease_id, context)
-        return await self._to_issuer(target.extend_lease, instance_id, lease_id, request, context)
+        name = "ExtendLease"
+        lease_id = (await self._parse(ratelimit_pb2.ExtendLeaseRequest, name, request, context)).lease_id
+        target, instance_id = await self._issuer(name, lease_id, context)
+        return await self._to_issuer(target, name, target.extend_lease, instance_id, lease_id, request, context)
 
     async def get_allocation(self, request: bytes, context: Context) -> bytes:
-        instance_id = (await _parse(ratelimit_pb2.GetAllocationRequest, request, context)).instance_id
+        name = "GetAllocation"
+        instance_id = (await self._parse(ratelimit_pb2.GetAllocationRequest, name, request, context)).instance_id
         if instance_id:
-            target = await self._find(instance_id, context)
-            if target is None:
-                await context.abort(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"unknown instance {instance_id}: none of this proxy's targets has that id",
-                )
+            target = await self._named(name, instance_id, context)
             try:
-                return await _call(target.get_allocation, request, context)
+                return await self._call(target, name, target.get_allocation, request, context)
             except aio.AioRpcError as err:
                 await _relay(err, context)
         failures: dict[int, str] = {}
@@ -144,24 +188,67 @@ class Forwarder:
                 if not target.serving or index in failures:
                     continue
                 try:
-                    return await _call(target.get_allocation, request, context)
+                    return await self._call(target, name, target.get_allocation, request, context)
                 except aio.AioRpcError as err:
                     if not never_reached(err):
                         await _relay(err, context)
                     failures[index] = err.details() or ""
             if not await self._await_answers(context, failures):
-                await context.abort(grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
+                await self._reject(context, name, grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
 
-    async def _issuer(self, lease_id: str, context: Context) -> tuple[Target, str]:
+    async def watch_allocation(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
+        """Follows the named instance's stream, else that of the first SERVING target that answers."""
+        name = "WatchAllocation"
+        instance_id = (await self._parse(ratelimit_pb2.WatchAllocationRequest, name, request, context)).instance_id
+        if instance_id:
+            candidates = [(self._targets.index(await self._named(name, instance_id, context)), True)]
+        else:
+            candidates = [(i, False) for i, t in enumerate(self._targets) if t.serving]
+        failures: dict[int, str] = {}
+        for index, named in candidates:
+            target = self._targets[index]
+            code = grpc.StatusCode.OK
+            sent = False
+            try:
+                async for reply in _stream(target.watch_allocation, request, context):
+                    sent = True
+                    yield reply
+                return
+            except aio.AioRpcError as err:
+                code = err.code()
+                if named or sent or not never_reached(err):
+                    await _relay(err, context)
+                failures[index] = err.details() or ""
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                self._metrics.request(target.address, name, code)
+        await self._reject(context, name, grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
+
+    async def _named(self, name: str, instance_id: str, context: Context) -> Target:
+        target = await self._find(instance_id, context)
+        if target is None:
+            await self._reject(
+                context,
+                name,
+                grpc.StatusCode.NOT_FOUND,
+                f"unknown instance {instance_id}: none of this proxy's targets has that id",
+            )
+        return target
+
+    async def _issuer(self, name: str, lease_id: str, context: Context) -> tuple[Target, str]:
         instance_id = issuing_instance(lease_id)
         if instance_id is None:
-            await context.abort(
+            await self._reject(
+                context,
+                name,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"malformed lease_id {lease_id!r}: expected <instance_id>/<token>",
             )
         target = await self._find(instance_id, context)
         if target is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, _unreachable(instance_id, lease_id))
+            await self._reject(context, name, grpc.StatusCode.UNAVAILABLE, _unreachable(instance_id, lease_id))
         return target, instance_id
 
     async def _find(self, instance_id: str, context: Context) -> Target | None:
@@ -195,10 +282,17 @@ class Forwarder:
         return True
 
     async def _to_issuer(
-        self, method: Method, instance_id: str, lease_id: str, request: bytes, context: Context
+        self,
+        target: Target,
+        name: str,
+        method: Method,
+        instance_id: str,
+        lease_id: str,
+        request: bytes,
+        context: Context,
     ) -> bytes:
         try:
-            return await _call(method, request, context)
+            return await self._call(target, name, method, request, context)
         except aio.AioRpcError as err:
             if never_reached(err):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, _unreachable(instance_id, lease_id))

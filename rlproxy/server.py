@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from rlcommon.server import PLAIN, ServerSetup
 from rlproxy.access import PLAINTEXT, TargetAccess
 from rlproxy.forwarding import Forwarder
+from rlproxy.metrics import NO_METRICS, ProxyMetrics
 from rlproxy.policies import Policy
 from rlproxy.targets import FIRST_ANSWER_TIMEOUT_S, RATE_LIMITER, Target, TargetPool
 
@@ -40,6 +41,7 @@ class ProxyServer:
         first_answer_timeout_s: float = FIRST_ANSWER_TIMEOUT_S,
         setup: ServerSetup = PLAIN,
         access: TargetAccess = PLAINTEXT,
+        metrics: ProxyMetrics = NO_METRICS,
     ) -> None:
         self._health = health_aio.HealthServicer()
         self._pool = TargetPool(targets, self._target_health, first_answer_timeout_s, access)
@@ -49,7 +51,7 @@ class ProxyServer:
         self._server = aio.server(
             options=(("grpc.so_reuseport", 0),), interceptors=setup.interceptors(RATE_LIMITER) or None
         )
-        forwarder = Forwarder(self._pool, policy)
+        forwarder = Forwarder(self._pool, policy, metrics)
         self._server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -59,6 +61,7 @@ class ProxyServer:
                         "Release": grpc.unary_unary_rpc_method_handler(forwarder.release),
                         "ExtendLease": grpc.unary_unary_rpc_method_handler(forwarder.extend_lease),
                         "GetAllocation": grpc.unary_unary_rpc_method_handler(forwarder.get_allocation),
+                        "WatchAllocation": grpc.unary_stream_rpc_method_handler(forwarder.watch_allocation),
                     },
                 ),
             )

@@ -17,6 +17,7 @@ _ACQUIRE: Final = f"/{RATE_LIMITER}/Acquire"
 _RELEASE: Final = f"/{RATE_LIMITER}/Release"
 _EXTEND_LEASE: Final = f"/{RATE_LIMITER}/ExtendLease"
 _GET_ALLOCATION: Final = f"/{RATE_LIMITER}/GetAllocation"
+_WATCH_ALLOCATION: Final = f"/{RATE_LIMITER}/WatchAllocation"
 _HEALTH_WATCH: Final = "/grpc.health.v1.Health/Watch"
 
 _SERVING: Final = health_pb2.HealthCheckResponse.SERVING
@@ -72,6 +73,7 @@ class Target:
         self.release = self.channel.unary_unary(_RELEASE, None, None)
         self.extend_lease = self.channel.unary_unary(_EXTEND_LEASE, None, None)
         self.get_allocation = self.channel.unary_unary(_GET_ALLOCATION, None, None)
+        self.watch_allocation = self.channel.unary_stream(_WATCH_ALLOCATION, None, None)
         self.probe = self.channel.unary_unary(
             _GET_ALLOCATION,
             ratelimit_pb2.GetAllocationRequest.SerializeToString,

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, TypeVar
 
+import grpc
 from grpc.aio import ServicerContext
 
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
+from . import watch
 from .capacity.pools import Pool
 from .errors import InvalidArgument, NotFound, ServiceError
 from .limiter import Limiter
+from .metrics import NO_METRICS, ServiceMetrics
+from .results import AllocationReport, Grant, ReleaseResult
 from .types import Outcome, Usage
 
 log = logging.getLogger(__name__)
@@ -25,6 +30,15 @@ MAX_USAGE = 100_000_000
 
 T = TypeVar("T")
 Context = ServicerContext[Any, Any]
+
+# The result label of a failed call in the metrics.
+RESULTS: Final = {
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "exhausted",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
+    grpc.StatusCode.UNAVAILABLE: "unavailable",
+    grpc.StatusCode.NOT_FOUND: "not_found",
+}
 
 
 # Slot counts are int32 in the API; a limit far above any estimate is "unbounded" there.
@@ -82,73 +96,152 @@ def _check_ttl(name: str, value: int, required: bool) -> None:
         raise InvalidArgument(f"{name} must be between {low} and {MAX_TTL_MS} ms, got {value}")
 
 
+def _allocation_response(report: AllocationReport) -> pb.GetAllocationResponse:
+    return pb.GetAllocationResponse(
+        instance_id=report.instance_id,
+        allocation=pb.Allocation(
+            instance_count=report.instance_count,
+            pools={m: _pool(p) for m, p in report.pools.items()},
+            dynamic_limits={m: _limits(p) for m, p in report.pools.items()},
+        ),
+        job_types={
+            n: pb.JobTypeState(
+                current_ratio=t.current_ratio,
+                initial_ratio=t.initial_ratio,
+                flexible=t.flexible,
+                in_flight=t.in_flight,
+                allocated_slots=_slots(t.allocated_slots),
+                waiting=t.waiting,
+            )
+            for n, t in report.job_types.items()
+        },
+        model_job_types={
+            m: pb.ModelJobTypes(
+                job_types={
+                    n: pb.ModelJobTypeState(
+                        allocated_slots=_slots(t.allocated_slots),
+                        in_flight=t.in_flight,
+                        window_used=t.window_used,
+                        waiting=t.waiting,
+                        overages=t.overages,
+                    )
+                    for n, t in rows.items()
+                }
+            )
+            for m, rows in report.model_job_types.items()
+        },
+        memory_capacity_kb=report.memory_capacity_kb,
+        active_leases=report.active_leases,
+    )
+
+
+def _failure(e: BaseException) -> str:
+    if isinstance(e, ServiceError):
+        return RESULTS.get(e.code, "error")
+    return "cancelled" if isinstance(e, asyncio.CancelledError) else "error"
+
+
+async def _abort(context: Context, e: ServiceError) -> None:
+    await context.abort(e.code, str(e))
+
+
 async def _guard(context: Context, call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
     except ServiceError as e:
-        await context.abort(e.code, str(e))
+        await _abort(context, e)
         raise AssertionError("abort returns only by raising") from e
 
 
 class RateLimiterServicer(pb_grpc.RateLimiterServicer):
-    def __init__(self, limiter: Limiter) -> None:
+    """`metrics` hears every Acquire's and Release's answer."""
+
+    def __init__(self, limiter: Limiter, metrics: ServiceMetrics = NO_METRICS) -> None:
         self._limiter = limiter
+        self._metrics = metrics
         self._default_job_type = limiter.settings.default_job_type
 
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
-        async def run() -> pb.AcquireResponse:
-            limiter = self._limiter
-            _check_id("job_id", request.job_id)
-            job_type = request.job_type or self._default_job_type
-            if not job_type:
-                raise InvalidArgument("job_type is required (the configuration names no default_job_type)")
-            if job_type not in limiter.job_types:
-                raise InvalidArgument(f"unknown job_type {job_type!r}; known: {', '.join(sorted(limiter.job_types))}")
-            for name in request.models:
-                if name not in limiter.models:
-                    raise InvalidArgument(f"unknown model {name!r}; known: {', '.join(limiter.model_order)}")
-            if len(set(request.models)) != len(request.models):
-                raise InvalidArgument("models lists a model twice")
-            _check_ttl("lease_ttl_ms", request.lease_ttl_ms, required=False)
-            grant = await limiter.acquire(
-                request.job_id,
-                job_type,
-                limiter.models_for(request.models),
-                request.lease_ttl_ms or limiter.settings.lease_ttl_ms,
-                context.time_remaining(),
-            )
-            return pb.AcquireResponse(
-                lease_id=grant.lease_id,
-                model_id=grant.model,
-                models_tried=grant.models_tried,
-                reserved=pb.Reservation(tokens=grant.tokens, requests=grant.requests),
-                waited_ms=grant.waited_ms,
-                lease_expires_at_ms=grant.expires_at_ms,
-                instance_id=grant.instance_id,
-            )
+        try:
+            job_type, grant = await self._acquire(request, context.time_remaining())
+        except BaseException as e:
+            self._metrics.acquire_failed(*self._failure_labels(request), _failure(e))
+            if isinstance(e, ServiceError):
+                await _abort(context, e)
+            raise
+        self._metrics.acquired(grant.model, job_type, grant.waited_ms)
+        # The limiter signals when it reserves the slot, before the lease is on record: once more, so
+        # that the live view shows the lease among active_leases too.
+        self._limiter.changes.notify()
+        return pb.AcquireResponse(
+            lease_id=grant.lease_id,
+            model_id=grant.model,
+            models_tried=grant.models_tried,
+            reserved=pb.Reservation(tokens=grant.tokens, requests=grant.requests),
+            waited_ms=grant.waited_ms,
+            lease_expires_at_ms=grant.expires_at_ms,
+            instance_id=grant.instance_id,
+        )
 
-        return await _guard(context, run)
+    async def _acquire(self, request: pb.AcquireRequest, time_left_s: float | None) -> tuple[str, Grant]:
+        limiter = self._limiter
+        _check_id("job_id", request.job_id)
+        job_type = request.job_type or self._default_job_type
+        if not job_type:
+            raise InvalidArgument("job_type is required (the configuration names no default_job_type)")
+        if job_type not in limiter.job_types:
+            raise InvalidArgument(f"unknown job_type {job_type!r}; known: {', '.join(sorted(limiter.job_types))}")
+        for name in request.models:
+            if name not in limiter.models:
+                raise InvalidArgument(f"unknown model {name!r}; known: {', '.join(limiter.model_order)}")
+        if len(set(request.models)) != len(request.models):
+            raise InvalidArgument("models lists a model twice")
+        _check_ttl("lease_ttl_ms", request.lease_ttl_ms, required=False)
+        grant = await limiter.acquire(
+            request.job_id,
+            job_type,
+            limiter.models_for(request.models),
+            request.lease_ttl_ms or limiter.settings.lease_ttl_ms,
+            time_left_s,
+        )
+        return job_type, grant
+
+    def _failure_labels(self, request: pb.AcquireRequest) -> tuple[str, str]:
+        """(model, job_type) of a failed Acquire: the first model of its order and its job type, each
+        empty when the request named an unknown one (labels come only from the configuration)."""
+        limiter = self._limiter
+        job_type = request.job_type or self._default_job_type
+        order = request.models or limiter.model_order
+        model = order[0] if order else ""
+        return (model if model in limiter.models else ""), (job_type if job_type in limiter.job_types else "")
 
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
-        async def run() -> pb.ReleaseResponse:
-            _check_id("lease_id", request.lease_id)
-            if request.outcome == pb.OUTCOME_UNSPECIFIED:
-                raise InvalidArgument("outcome is required: SUCCESS, FAILED_WITH_USAGE or FAILED_UNKNOWN_USAGE")
-            if request.outcome not in (pb.SUCCESS, pb.FAILED_WITH_USAGE, pb.FAILED_UNKNOWN_USAGE):
-                raise InvalidArgument(f"unknown outcome {request.outcome}")
-            usage = _usage(request.actual)
-            result = await self._limiter.release(request.lease_id, Outcome(request.outcome), usage)
-            c = result.closed
-            return pb.ReleaseResponse(
-                refunded_tokens=c.refunded_tokens,
-                refunded_requests=c.refunded_requests,
-                overage_tokens=c.overage_tokens,
-                overage_requests=c.overage_requests,
-                same_window=c.same_window,
-                cost_usd=result.cost_usd,
-            )
+        try:
+            result = await self._release(request)
+        except BaseException as e:
+            self._metrics.release_failed(_failure(e))
+            if isinstance(e, ServiceError):
+                await _abort(context, e)
+            raise
+        c = result.closed
+        self._metrics.released(c)
+        return pb.ReleaseResponse(
+            refunded_tokens=c.refunded_tokens,
+            refunded_requests=c.refunded_requests,
+            overage_tokens=c.overage_tokens,
+            overage_requests=c.overage_requests,
+            same_window=c.same_window,
+            cost_usd=result.cost_usd,
+        )
 
-        return await _guard(context, run)
+    async def _release(self, request: pb.ReleaseRequest) -> ReleaseResult:
+        _check_id("lease_id", request.lease_id)
+        if request.outcome == pb.OUTCOME_UNSPECIFIED:
+            raise InvalidArgument("outcome is required: SUCCESS, FAILED_WITH_USAGE or FAILED_UNKNOWN_USAGE")
+        if request.outcome not in (pb.SUCCESS, pb.FAILED_WITH_USAGE, pb.FAILED_UNKNOWN_USAGE):
+            raise InvalidArgument(f"unknown outcome {request.outcome}")
+        usage = _usage(request.actual)
+        return await self._limiter.release(request.lease_id, Outcome(request.outcome), usage)
 
     async def ExtendLease(self, request: pb.ExtendLeaseRequest, context: Context) -> pb.ExtendLeaseResponse:
         async def run() -> pb.ExtendLeaseResponse:
@@ -161,47 +254,27 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
 
     async def GetAllocation(self, request: pb.GetAllocationRequest, context: Context) -> pb.GetAllocationResponse:
         async def run() -> pb.GetAllocationResponse:
-            report = self._limiter.allocation()
-            if request.instance_id and request.instance_id != report.instance_id:
-                raise NotFound(
-                    f"this is instance {report.instance_id!r}, not {request.instance_id!r}; "
-                    "ask that instance or go through rlproxy"
-                )
-            return pb.GetAllocationResponse(
-                instance_id=report.instance_id,
-                allocation=pb.Allocation(
-                    instance_count=report.instance_count,
-                    pools={m: _pool(p) for m, p in report.pools.items()},
-                    dynamic_limits={m: _limits(p) for m, p in report.pools.items()},
-                ),
-                job_types={
-                    n: pb.JobTypeState(
-                        current_ratio=t.current_ratio,
-                        initial_ratio=t.initial_ratio,
-                        flexible=t.flexible,
-                        in_flight=t.in_flight,
-                        allocated_slots=_slots(t.allocated_slots),
-                        waiting=t.waiting,
-                    )
-                    for n, t in report.job_types.items()
-                },
-                model_job_types={
-                    m: pb.ModelJobTypes(
-                        job_types={
-                            n: pb.ModelJobTypeState(
-                                allocated_slots=_slots(t.allocated_slots),
-                                in_flight=t.in_flight,
-                                window_used=t.window_used,
-                                waiting=t.waiting,
-                                overages=t.overages,
-                            )
-                            for n, t in rows.items()
-                        }
-                    )
-                    for m, rows in report.model_job_types.items()
-                },
-                memory_capacity_kb=report.memory_capacity_kb,
-                active_leases=report.active_leases,
-            )
+            return self._allocation(request.instance_id)
 
         return await _guard(context, run)
+
+    async def WatchAllocation(
+        self, request: pb.WatchAllocationRequest, context: Context
+    ) -> AsyncIterator[pb.GetAllocationResponse]:
+        try:
+            interval = watch.interval_s(request.min_interval_ms)
+            self._check_instance(request.instance_id)
+        except ServiceError as e:
+            await _abort(context, e)
+            raise AssertionError("abort returns only by raising") from e
+        async for _ in watch.ticks(self._limiter.changes, interval):
+            yield _allocation_response(self._limiter.allocation())
+
+    def _check_instance(self, instance_id: str) -> None:
+        own = self._limiter.instance_id
+        if instance_id and instance_id != own:
+            raise NotFound(f"this is instance {own!r}, not {instance_id!r}; ask that instance or go through rlproxy")
+
+    def _allocation(self, instance_id: str) -> pb.GetAllocationResponse:
+        self._check_instance(instance_id)
+        return _allocation_response(self._limiter.allocation())

@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from rlcommon.server import PLAIN, ServerSetup
@@ -24,6 +26,8 @@ from .backend.events import EventStream
 from .backend.ledger import Ledger, LedgerUnavailable
 from .config import Settings
 from .limiter import Limiter
+from .metrics import NO_METRICS, PrometheusMetrics
+from .metrics import serve as serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ class Options:
     instance_id: str | None
     key_prefix: str
     setup: ServerSetup = PLAIN
+    metrics_port: int | None = None
 
 
 def host_available_kb() -> int:
@@ -73,12 +78,15 @@ class Instance:
         if self.port == 0:
             raise OSError(f"cannot bind {opts.host}:{opts.port}")
         instance_id = opts.instance_id or f"{socket.gethostname()}-{self.port}-{secrets.token_hex(3)}"
-        ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms)
+        self._prometheus = PrometheusMetrics(CollectorRegistry()) if opts.metrics_port is not None else None
+        metrics = self._prometheus or NO_METRICS
+        self._stop_metrics: Callable[[], None] | None = None
+        ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms, metrics.redis_call)
         self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))
         self._events = EventStream(
             self._events_redis, ledger.channel, instance_id, self.limiter.on_event, self.limiter.resubscribed
         )
-        ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(RateLimiterServicer(self.limiter), self._server)
+        ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(RateLimiterServicer(self.limiter, metrics), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (
@@ -97,6 +105,9 @@ class Instance:
 
     async def start(self) -> None:
         await self._set_serving(False)
+        if self._prometheus is not None and self._opts.metrics_port is not None:
+            self._prometheus.watch(self.limiter.models, self.limiter.allocation)
+            self._stop_metrics = serve_metrics(self._prometheus.registry, self._opts.host, self._opts.metrics_port)
         await self._server.start()
         self._tasks.append(asyncio.create_task(self._keep_registered(), name="heartbeat"))
 
@@ -144,6 +155,8 @@ class Instance:
         await self._events.stop()
         await self._redis.aclose()
         await self._events_redis.aclose()
+        if self._stop_metrics is not None:
+            await asyncio.to_thread(self._stop_metrics)
 
 
 async def serve(opts: Options) -> None:

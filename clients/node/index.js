@@ -278,6 +278,38 @@ export class RateLimitClient {
   }
 
   /**
+   * Follows one instance's allocation: yields a GetAllocationResponse (camelCase) at once, then
+   * again whenever its pools, ratios, in-flight or waiting counts change, at most one per
+   * `minIntervalMs` (0: the service's 200). Stop with `break`; `timeoutMs` ends the iteration
+   * quietly. A slow consumer gets the latest state, never a backlog.
+   * @param {{instanceId?: string, minIntervalMs?: number, timeoutMs?: number}} [options]
+   *   instanceId: through rlproxy, the instance to follow; omitted: any.
+   * @returns {AsyncGenerator<any, void, undefined>}
+   */
+  async *watchAllocation(options = {}) {
+    /** @type {grpc.CallOptions} */
+    const callOptions = options.timeoutMs === undefined ? {} : { deadline: Date.now() + options.timeoutMs };
+    const request = { instanceId: options.instanceId ?? '', minIntervalMs: options.minIntervalMs ?? 0 };
+    const call = this.stub.WatchAllocation(request, new grpc.Metadata(), callOptions);
+    // Cancelling emits a CANCELLED error nobody is left to read.
+    call.on('error', () => {});
+    try {
+      for await (const state of call) {
+        yield state;
+      }
+    } catch (err) {
+      const error = toRateLimitError(err);
+      const timedOut = error instanceof RateLimitError && error.code === Status.DEADLINE_EXCEEDED;
+      if (options.timeoutMs !== undefined && timedOut) {
+        return;
+      }
+      throw error;
+    } finally {
+      call.cancel();
+    }
+  }
+
+  /**
    * Acquires, runs `fn` with the lease, and releases with what `fn` resolves to:
    * `{usage}` → SUCCESS with it; nothing → FAILED_UNKNOWN_USAGE. When `fn` throws, the lease is
    * released as FAILED_WITH_USAGE if the error carries a `usage` property, else

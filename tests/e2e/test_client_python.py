@@ -264,6 +264,11 @@ class LossyFront(pb_grpc.RateLimiterServicer):
     ) -> pb.GetAllocationResponse:
         return self._forward(self._stub.GetAllocation, request, context)
 
+    def WatchAllocation(
+        self, request: pb.WatchAllocationRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.GetAllocationResponse]:
+        yield from self._stub.WatchAllocation(request, timeout=context.time_remaining())
+
 
 @contextmanager
 def lossy_front(target: str, lose: int) -> Iterator[tuple[str, LossyFront]]:

@@ -45,6 +45,25 @@ if (!target) {
         }
       });
     }
+    test('watchAllocation sends the state at once and again after a change', async () => {
+      const states = client.watchAllocation({ minIntervalMs: 50, timeoutMs: 10_000 });
+      const first = await states.next();
+      assert.equal(first.done, false);
+      const before = first.value.jobTypes[jobType].inFlight;
+      const lease = await client.acquire(jobType, { timeoutMs: 10_000 });
+      let seen = before;
+      for await (const state of states) {
+        seen = state.jobTypes[jobType].inFlight;
+        if (seen === before + 1) break;
+      }
+      assert.equal(seen, before + 1);
+      await client.release(lease.leaseId, { usage: { inputTokens: 1 } });
+      await assert.rejects(
+        client.watchAllocation({ minIntervalMs: 10 }).next(),
+        (err) => err instanceof RateLimitError && err.code === Status.INVALID_ARGUMENT
+          && /min_interval_ms/.test(err.details),
+      );
+    });
 
     test('acquire then release with usage refunds the unused estimate', async () => {
       const lease = await client.acquire(jobType, { timeoutMs: 10_000 });

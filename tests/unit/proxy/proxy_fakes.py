@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -35,6 +35,7 @@ class FakeInstance(ratelimit_pb2_grpc.RateLimiterServicer):
         self.released: list[str] = []
         self.extended: list[str] = []
         self.allocations = 0
+        self.watches = 0
         self.open: set[str] = set()
         self.metadata: list[dict[str, str | bytes]] = []
         self.time_remaining: list[float | None] = []
@@ -90,6 +91,23 @@ class FakeInstance(ratelimit_pb2_grpc.RateLimiterServicer):
     ) -> ratelimit_pb2.GetAllocationResponse:
         self.allocations += 1
         return ratelimit_pb2.GetAllocationResponse(instance_id=self.instance_id, active_leases=len(self.open))
+
+    async def WatchAllocation(
+        self, request: ratelimit_pb2.WatchAllocationRequest, context: aio.ServicerContext[object, object]
+    ) -> AsyncIterator[ratelimit_pb2.GetAllocationResponse]:
+        """Three messages numbered in active_leases, then the stream ends; min_interval_ms 1 aborts,
+        min_interval_ms 2 keeps the stream open after them until cancelled."""
+        self.watches += 1
+        if request.min_interval_ms == 1:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "min_interval_ms too small")
+        await self._reply_metadata(context)
+        for n in range(3):
+            yield ratelimit_pb2.GetAllocationResponse(instance_id=self.instance_id, active_leases=n)
+        if request.min_interval_ms == 2:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.cancelled.set()
 
 
 class HeldHealth:

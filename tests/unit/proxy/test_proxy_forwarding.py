@@ -282,3 +282,31 @@ async def test_least_loaded_prefers_the_target_with_fewer_open_leases(
     # inst-a now holds no lease and inst-b two: the next two go to inst-a.
     for i in range(2):
         assert (await proxy.stub.Acquire(_acquire(f"n-{i}"), timeout=5)).instance_id == "inst-a"
+
+
+async def test_watch_allocation_streams_from_the_named_instance(
+    fakes: list[FakeServer], make_proxy: ProxyMaker
+) -> None:
+    proxy = await make_proxy(fakes)
+    for fake in fakes:
+        request = ratelimit_pb2.WatchAllocationRequest(instance_id=fake.instance.instance_id)
+        replies = [r async for r in proxy.stub.WatchAllocation(request, timeout=5)]
+        assert [(r.instance_id, r.active_leases) for r in replies] == [(fake.instance.instance_id, n) for n in range(3)]
+        assert fake.instance.watches == 1
+    with pytest.raises(aio.AioRpcError) as bad:
+        async for _ in proxy.stub.WatchAllocation(ratelimit_pb2.WatchAllocationRequest(min_interval_ms=1), timeout=5):
+            pass
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(aio.AioRpcError) as unknown:
+        async for _ in proxy.stub.WatchAllocation(ratelimit_pb2.WatchAllocationRequest(instance_id="x"), timeout=5):
+            pass
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_leaving_a_watch_cancels_the_instance_stream(fakes: list[FakeServer], make_proxy: ProxyMaker) -> None:
+    proxy = await make_proxy(fakes[:1])
+    call = proxy.stub.WatchAllocation(ratelimit_pb2.WatchAllocationRequest(min_interval_ms=2), timeout=30)
+    replies = [await call.read() for _ in range(3)]
+    assert [cast(ratelimit_pb2.GetAllocationResponse, r).active_leases for r in replies] == [0, 1, 2]
+    call.cancel()
+    await asyncio.wait_for(fakes[0].instance.cancelled.wait(), 5)

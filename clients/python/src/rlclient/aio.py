@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -133,6 +133,27 @@ class AsyncRateLimitClient:
         """The pools and job-type state of one instance (through a proxy: ``instance_id``, or any)."""
         request = pb.GetAllocationRequest(instance_id=instance_id)
         return await self._call(self._stub.GetAllocation, request, deadline_after(self._rpc_timeout), NO_RETRY)
+
+    async def watch_allocation(
+        self, instance_id: str = "", *, min_interval_ms: int = 0, timeout: float | None = None
+    ) -> AsyncGenerator[pb.GetAllocationResponse, None]:
+        """Follows one instance's allocation: yields it at once, then again whenever its pools, ratios,
+        in-flight or waiting counts change, at most once per ``min_interval_ms`` (0: the service's 200).
+
+        Stop by leaving the ``async for`` loop (or closing the iterator); ``timeout`` in seconds ends
+        the iteration quietly. A slow reader gets the latest state, never a backlog.
+        """
+        request = pb.WatchAllocationRequest(instance_id=instance_id, min_interval_ms=min_interval_ms)
+        call = self._stub.WatchAllocation(request, timeout=timeout)
+        try:
+            async for reply in call:
+                yield reply
+        except grpc.aio.AioRpcError as rpc_error:
+            if timeout is not None and rpc_error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return
+            raise from_rpc_error(rpc_error) from rpc_error
+        finally:
+            call.cancel()
 
     async def _acquire(
         self,

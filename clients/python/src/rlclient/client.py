@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -106,6 +106,27 @@ class RateLimitClient:
         """The pools and job-type state of one instance (through a proxy: ``instance_id``, or any)."""
         request = pb.GetAllocationRequest(instance_id=instance_id)
         return self._call(self._stub.GetAllocation, request, deadline_after(self._rpc_timeout), NO_RETRY)
+
+    def watch_allocation(
+        self, instance_id: str = "", *, min_interval_ms: int = 0, timeout: float | None = None
+    ) -> Generator[pb.GetAllocationResponse, None, None]:
+        """Follows one instance's allocation: yields it at once, then again whenever its pools, ratios,
+        in-flight or waiting counts change, at most once per ``min_interval_ms`` (0: the service's 200).
+
+        Stop by closing the iterator (or leaving the ``for`` loop); ``timeout`` in seconds ends the
+        iteration quietly. A slow reader gets the latest state, never a backlog.
+        """
+        request = pb.WatchAllocationRequest(instance_id=instance_id, min_interval_ms=min_interval_ms)
+        call = self._stub.WatchAllocation(request, timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as rpc_error:
+            if timeout is not None and call.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return
+            raise from_rpc_error(rpc_error) from rpc_error
+        finally:
+            # grpc-stubs leaves the streaming call's cancel() unannotated.
+            call.cancel()  # type: ignore[no-untyped-call]
 
     def _call(self, method: Callable[..., Resp], request: Req, deadline: float | None, policy: RetryPolicy) -> Resp:
         failed = 0

@@ -295,6 +295,30 @@ class GetAllocationRequest(_message.Message):
 Global___GetAllocationRequest: _TypeAlias = GetAllocationRequest  # noqa: Y015
 
 @_typing.final
+class WatchAllocationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MIN_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    """Through rlproxy: the instance to follow; empty means any."""
+    min_interval_ms: _builtins.int
+    """Fewest milliseconds between two messages; 0 means 200. At least 50, at most 60000."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        min_interval_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "min_interval_ms", b"min_interval_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAllocationRequest: _TypeAlias = WatchAllocationRequest  # noqa: Y015
+
+@_typing.final
 class Pool(_message.Message):
     """What one instance may still take on a model now. Dimensions the model does
     not limit are left unset.

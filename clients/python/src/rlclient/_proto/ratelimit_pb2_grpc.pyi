@@ -47,6 +47,11 @@ class RateLimiterStub:
     """Pushes a lease's expiry out for long jobs."""
     GetAllocation: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.GetAllocationRequest, _ratelimit_pb2.GetAllocationResponse]
     """The pools of this instance and its local job-type state."""
+    WatchAllocation: _grpc.UnaryStreamMultiCallable[_ratelimit_pb2.WatchAllocationRequest, _ratelimit_pb2.GetAllocationResponse]
+    """The same answer as GetAllocation at once, then again whenever the pools,
+    ratios, in-flight or waiting counts change, at most once per
+    min_interval_ms. A slow reader gets the latest state, never a backlog.
+    """
 
 @_typing.type_check_only
 class RateLimiterAsyncStub(RateLimiterStub):
@@ -67,6 +72,11 @@ class RateLimiterAsyncStub(RateLimiterStub):
     """Pushes a lease's expiry out for long jobs."""
     GetAllocation: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.GetAllocationRequest, _ratelimit_pb2.GetAllocationResponse]  # type: ignore[assignment]
     """The pools of this instance and its local job-type state."""
+    WatchAllocation: _aio.UnaryStreamMultiCallable[_ratelimit_pb2.WatchAllocationRequest, _ratelimit_pb2.GetAllocationResponse]  # type: ignore[assignment]
+    """The same answer as GetAllocation at once, then again whenever the pools,
+    ratios, in-flight or waiting counts change, at most once per
+    min_interval_ms. A slow reader gets the latest state, never a backlog.
+    """
 
 class RateLimiterServicer(metaclass=_abc_1.ABCMeta):
     """A distributed rate limiter for LLM API capacity. Ask with Acquire before
@@ -108,5 +118,16 @@ class RateLimiterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ratelimit_pb2.GetAllocationResponse, _abc.Awaitable[_ratelimit_pb2.GetAllocationResponse]]:
         """The pools of this instance and its local job-type state."""
+
+    @_abc_1.abstractmethod
+    def WatchAllocation(
+        self,
+        request: _ratelimit_pb2.WatchAllocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ratelimit_pb2.GetAllocationResponse], _abc.AsyncIterator[_ratelimit_pb2.GetAllocationResponse]]:
+        """The same answer as GetAllocation at once, then again whenever the pools,
+        ratios, in-flight or waiting counts change, at most once per
+        min_interval_ms. A slow reader gets the latest state, never a backlog.
+        """
 
 def add_RateLimiterServicer_to_server(servicer: RateLimiterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

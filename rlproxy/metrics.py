@@ -1,0 +1,91 @@
+"""Prometheus metrics of the proxy: calls per target, method and status; target health at scrape time.
+
+`NO_METRICS` stands in when `--metrics-port` is absent and records nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rlproxy.targets import Target
+
+log = logging.getLogger(__name__)
+
+# The target label of calls the proxy answered itself (malformed request, no healthy target, ...).
+NO_TARGET: Final = ""
+
+
+class ProxyMetrics:
+    """What the forwarder reports; this base records nothing."""
+
+    def request(self, target: str, method: str, code: grpc.StatusCode) -> None:
+        pass
+
+
+NO_METRICS: Final = ProxyMetrics()
+
+
+class PrometheusProxyMetrics(ProxyMetrics):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._requests = Counter(
+            "rlproxy_requests",
+            "Calls sent to a target, by method and the target's status code (an Acquire tried on two "
+            'targets counts on both); target="" counts the calls the proxy answered itself.',
+            ("target", "method", "code"),
+            registry=registry,
+        )
+        # labels() takes a lock and builds a key on every call; targets, methods and codes are few.
+        self._children: dict[tuple[str, str, grpc.StatusCode], Counter] = {}
+
+    def request(self, target: str, method: str, code: grpc.StatusCode) -> None:
+        key = (target, method, code)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._requests.labels(target, method, code.name)
+        child.inc()
+
+    def watch(self, targets: Iterable[Target]) -> None:
+        self.registry.register(TargetCollector(tuple(targets)))
+
+
+class TargetCollector(Collector):
+    """rlproxy_target_healthy, read when scraped. The scrape runs on the HTTP server's thread and only
+    reads one attribute per target, which the event loop replaces whole."""
+
+    def __init__(self, targets: tuple[Target, ...]) -> None:
+        self._targets = targets
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterator[Metric]:
+        healthy = GaugeMetricFamily(
+            "rlproxy_target_healthy", "1 while the target's health is SERVING, else 0.", labels=("target",)
+        )
+        for target in self._targets:
+            healthy.add_metric((target.address,), 1 if target.serving else 0)
+        yield healthy
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
+    """Serves /metrics on a thread of its own; returns what stops it. Raises OSError when the port is taken."""
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise OSError(f"cannot serve metrics on {host}:{port}: {e}") from e
+    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return stop

@@ -1,0 +1,254 @@
+"""Prometheus metrics of one instance: counters where the calls are answered, gauges read at scrape time.
+
+`NO_METRICS` stands in when `--metrics-port` is absent, so the call sites stay the same and cost one
+empty method call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final, Generic, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .backend.ledger import ClosedLease
+from .results import AllocationReport
+
+log = logging.getLogger(__name__)
+
+# A wait runs up to the next minute boundary + 5 s by default.
+WAIT_BUCKETS: Final = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 65.0)
+# A script takes tens of microseconds inside Redis; the rest is the round trip and the client.
+REDIS_BUCKETS: Final = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+# A scrape waits this long for the event loop to hand over the allocation.
+SCRAPE_TIMEOUT_S: Final = 5.0
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class ServiceMetrics:
+    """What the servicer and the ledger report; this base records nothing."""
+
+    def acquired(self, model: str, job_type: str, waited_ms: int) -> None:
+        pass
+
+    def acquire_failed(self, model: str, job_type: str, result: str) -> None:
+        pass
+
+    def released(self, closed: ClosedLease) -> None:
+        pass
+
+    def release_failed(self, outcome: str) -> None:
+        pass
+
+    def redis_call(self, script: str, seconds: float) -> None:
+        pass
+
+
+NO_METRICS: Final = ServiceMetrics()
+
+
+class _Children(Generic[M]):
+    """A metric's labelled children, looked up once: `labels()` takes a lock and builds a key each time.
+
+    Label values come from the configuration or fixed sets only, so the cache stays small.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+class PrometheusMetrics(ServiceMetrics):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._acquire = _Children(
+            Counter(
+                "rlservice_acquire",
+                "Acquire calls answered, by result: granted, exhausted, deadline, invalid, unavailable, "
+                "cancelled (the caller left) or error. For errors, model is the first model of the order "
+                "(empty when the request named an unknown one) and job_type is empty when unknown.",
+                ("model", "job_type", "result"),
+                registry=registry,
+            )
+        )
+        self._wait = _Children(
+            Histogram(
+                "rlservice_acquire_wait_seconds",
+                "Time granted Acquires spent queued or escalating (0 for a grant that never queued).",
+                ("model", "job_type"),
+                buckets=WAIT_BUCKETS,
+                registry=registry,
+            )
+        )
+        self._release = _Children(
+            Counter(
+                "rlservice_release",
+                "Release calls answered, by the lease's outcome (success, failed_with_usage, "
+                "failed_unknown_usage), or by error (not_found, invalid, unavailable, cancelled, error) "
+                "with empty model and job_type. A repeated Release counts again.",
+                ("model", "job_type", "outcome"),
+                registry=registry,
+            )
+        )
+        self._refunded = _Children(
+            Counter(
+                "rlservice_refunded_tokens",
+                "Tokens given back by Releases whose usage was under the estimate.",
+                ("model",),
+                registry=registry,
+            )
+        )
+        self._overage = _Children(
+            Counter(
+                "rlservice_overage_tokens",
+                "Tokens used beyond the estimate, as reported by Releases.",
+                ("model",),
+                registry=registry,
+            )
+        )
+        self._redis = _Children(
+            Histogram(
+                "rlservice_redis_call_seconds",
+                "Ledger script calls, round trip included, by script.",
+                ("script",),
+                buckets=REDIS_BUCKETS,
+                registry=registry,
+            )
+        )
+
+    def acquired(self, model: str, job_type: str, waited_ms: int) -> None:
+        self._acquire(model, job_type, "granted").inc()
+        self._wait(model, job_type).observe(waited_ms / 1000)
+
+    def acquire_failed(self, model: str, job_type: str, result: str) -> None:
+        self._acquire(model, job_type, result).inc()
+
+    def released(self, closed: ClosedLease) -> None:
+        self._release(closed.model, closed.job_type, closed.outcome.name.lower()).inc()
+        if closed.refunded_tokens:
+            self._refunded(closed.model).inc(closed.refunded_tokens)
+        if closed.overage_tokens:
+            self._overage(closed.model).inc(closed.overage_tokens)
+
+    def release_failed(self, outcome: str) -> None:
+        self._release("", "", outcome).inc()
+
+    def redis_call(self, script: str, seconds: float) -> None:
+        self._redis(script).observe(seconds)
+
+    def watch(self, models: Iterable[str], report: Callable[[], AllocationReport]) -> None:
+        """Publishes the allocation's gauges, read on the running event loop at each scrape."""
+        for model in models:
+            self._refunded(model)
+            self._overage(model)
+        self.registry.register(AllocationCollector(report, asyncio.get_running_loop()))
+
+
+class AllocationCollector(Collector):
+    """Gauges read from the allocation report when scraped: nothing runs on the Acquire path.
+
+    The scrape runs on the HTTP server's thread, while the limiter's state belongs to the event loop:
+    the report is built on the loop and handed over.
+    """
+
+    def __init__(self, report: Callable[[], AllocationReport], loop: asyncio.AbstractEventLoop) -> None:
+        """Made on the loop's own thread."""
+        self._report = report
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not build a report (it may happen on the loop itself).
+        return ()
+
+    def _fetch(self) -> AllocationReport | None:
+        if threading.get_ident() == self._loop_thread:
+            return self._report()
+
+        async def build() -> AllocationReport:
+            return self._report()
+
+        if self._loop.is_closed():
+            return None
+        future = asyncio.run_coroutine_threadsafe(build(), self._loop)
+        try:
+            return future.result(SCRAPE_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()
+            return None
+
+    def collect(self) -> Iterator[Metric]:
+        report = self._fetch()
+        if report is None:
+            return
+        per_model = ("model",)
+        per_type = ("model", "job_type")
+        tpm = GaugeMetricFamily(
+            "rlservice_pool_tokens_per_minute",
+            "Tokens this instance may still take on the model this minute (models limited per minute).",
+            labels=per_model,
+        )
+        rpm = GaugeMetricFamily(
+            "rlservice_pool_requests_per_minute",
+            "Requests this instance may still take on the model this minute (models limited per minute).",
+            labels=per_model,
+        )
+        slots = GaugeMetricFamily("rlservice_pool_slots", "The pool's total slots on this instance.", labels=per_model)
+        for model, pool in report.pools.items():
+            if pool.rates[0] is not None:
+                tpm.add_metric((model,), pool.rates[0])
+            if pool.rates[1] is not None:
+                rpm.add_metric((model,), pool.rates[1])
+            slots.add_metric((model,), pool.total_slots)
+        in_flight = GaugeMetricFamily("rlservice_in_flight", "Open leases of the type on the model.", labels=per_type)
+        waiting = GaugeMetricFamily("rlservice_waiting", "Acquires queued for the type on the model.", labels=per_type)
+        allocated = GaugeMetricFamily(
+            "rlservice_allocated_slots", "Slots of the model's pool the type may hold.", labels=per_type
+        )
+        ratio = GaugeMetricFamily(
+            "rlservice_job_type_ratio",
+            "The type's current share of this instance's pools (ratios are per instance and type: the same "
+            "on every model).",
+            labels=per_type,
+        )
+        for model, rows in report.model_job_types.items():
+            for job_type, row in rows.items():
+                labels = (model, job_type)
+                in_flight.add_metric(labels, row.in_flight)
+                waiting.add_metric(labels, row.waiting)
+                allocated.add_metric(labels, row.allocated_slots)
+                ratio.add_metric(labels, report.job_types[job_type].current_ratio)
+        instances = GaugeMetricFamily("rlservice_instances", "Live instances sharing the capacity (N).")
+        instances.add_metric((), report.instance_count)
+        leases = GaugeMetricFamily("rlservice_active_leases", "Open leases issued by this instance.")
+        leases.add_metric((), report.active_leases)
+        yield from (tpm, rpm, slots, in_flight, waiting, allocated, ratio, instances, leases)
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
+    """Serves /metrics on a thread of its own; returns what stops it. Raises OSError when the port is taken."""
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise OSError(f"cannot serve metrics on {host}:{port}: {e}") from e
+    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return stop
