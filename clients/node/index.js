@@ -290,7 +290,7 @@ export class RateLimitClient {
     /** @type {grpc.CallOptions} */
     const callOptions = options.timeoutMs === undefined ? {} : { deadline: Date.now() + options.timeoutMs };
     const request = { instanceId: options.instanceId ?? '', minIntervalMs: options.minIntervalMs ?? 0 };
-    const call = this.stub.WatchAllocation(request, new grpc.Metadata(), callOptions);
+    const call = this.stub.WatchAllocation(request, this.#metadata(), callOptions);
     // Cancelling emits a CANCELLED error nobody is left to read.
     call.on('error', () => {});
     try {
@@ -370,6 +370,15 @@ export class RateLimitClient {
     }
   }
 
+  /** @returns {grpc.Metadata} The token, when the client has one, for every call. */
+  #metadata() {
+    const metadata = new grpc.Metadata();
+    if (this.authorization) {
+      metadata.set('authorization', this.authorization);
+    }
+    return metadata;
+  }
+
   /**
    * @param {string} method
    * @param {object} request
@@ -380,11 +389,7 @@ export class RateLimitClient {
     return new Promise((resolve, reject) => {
       /** @type {grpc.CallOptions} */
       const callOptions = deadline === undefined ? {} : { deadline };
-      const metadata = new grpc.Metadata();
-      if (this.authorization) {
-        metadata.set('authorization', this.authorization);
-      }
-      this.stub[method](request, metadata, callOptions, (/** @type {any} */ err, /** @type {any} */ res) =>
+      this.stub[method](request, this.#metadata(), callOptions, (/** @type {any} */ err, /** @type {any} */ res) =>
         err ? reject(err) : resolve(res),
       );
     });

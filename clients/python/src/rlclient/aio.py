@@ -144,7 +144,7 @@ class AsyncRateLimitClient:
         the iteration quietly. A slow reader gets the latest state, never a backlog.
         """
         request = pb.WatchAllocationRequest(instance_id=instance_id, min_interval_ms=min_interval_ms)
-        call = self._stub.WatchAllocation(request, timeout=timeout)
+        call = self._stub.WatchAllocation(request, timeout=timeout, metadata=self._metadata)
         try:
             async for reply in call:
                 yield reply
