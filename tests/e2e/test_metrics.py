@@ -80,9 +80,9 @@ async def test_metrics_count_what_the_load_did(harness: Harness) -> None:
         await harness.release(proxy.port, "no-slash")
     assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    # A's half of m-tpm less what A committed: 500 + 1700 + 1000 (the estimate, for unknown usage)
-    # and its two proxied jobs of 500.
-    expected_pool = TPM // 2 - (500 + 1700 + SMALL + 2 * OTHER)
+    # Half of what the settled usage leaves of m-tpm: 500 + 1700 + 1000 (the estimate, for unknown
+    # usage) on A and the four proxied jobs of 500.
+    expected_pool = (TPM - (500 + 1700 + SMALL + 4 * OTHER)) // 2
 
     async def settled() -> Samples:
         s = await scraped(ports[0])
@@ -111,8 +111,8 @@ async def test_metrics_count_what_the_load_did(harness: Harness) -> None:
     assert value(s, "rlservice_refunded_tokens_total", model="m-conc") == 0
 
     assert value(s, "rlservice_instances") == 2
-    # Its one m-conc slot is held.
-    assert value(s, "rlservice_pool_slots", model="m-conc") == 0
+    # The reported pool is the seed's share of concurrency, floor(2 / 2), held or not.
+    assert value(s, "rlservice_pool_slots", model="m-conc") == 1
     assert value(s, "rlservice_in_flight", model="m-conc", job_type="small") == 1
     assert value(s, "rlservice_in_flight", model="m-tpm", job_type="small") == 0
     assert value(s, "rlservice_waiting", model="m-conc", job_type="small") == 0
