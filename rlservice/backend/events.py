@@ -25,12 +25,14 @@ class EventStream:
         origin: str,
         on_event: Callable[[Event], None],
         on_resubscribed: Callable[[], Awaitable[None]],
+        on_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._redis = redis
         self._channel = channel
         self._own = origin.encode()
         self._on_event = on_event
         self._on_resubscribed = on_resubscribed
+        self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -52,6 +54,8 @@ class EventStream:
                         self._deliver(message["data"])
             except (RedisError, OSError) as e:
                 log.warning("event channel lost (%s); resubscribing", e)
+                if self._on_lost is not None:
+                    await self._on_lost()
             await pubsub.aclose()
             await asyncio.sleep(RETRY_S)
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
