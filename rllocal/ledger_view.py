@@ -42,13 +42,14 @@ class Ledger:
         return [_text(m) for m in members]
 
     def models(self) -> list[str]:
-        return sorted(_text(m) for m in self._r.hkeys(self._key("models")))
+        return sorted(_text(m) for m in cast(set[bytes], self._r.smembers(self._key("models"))))
 
     def in_flight(self, model: str) -> tuple[int, int]:
         """(the total, the per-instance counts added up)."""
         fields = {_text(k): int(v) for k, v in self._r.hgetall(self._key("inflight", model)).items()}
         total = fields.pop("_", 0)
-        return total, sum(fields.values())
+        # 'w' and 'w:INSTANCE' say which instances have waiters, not what is in flight.
+        return total, sum(v for k, v in fields.items() if k != "w" and not k.startswith("w:"))
 
     def open_leases(self) -> list[str]:
         """Lease records not closed yet (a closed one is kept a while to answer a repeated Release)."""
@@ -61,8 +62,9 @@ class Ledger:
 
     def committed(self, model: str, window: int, kind: str = "m") -> tuple[int, int]:
         """(tokens, requests) committed in one minute ("m") or day ("d") window, settled and open."""
-        t, r = self._r.hmget(self._key("w", model, kind, str(window)), ["t", "r"])
-        return int(t or 0), int(r or 0)
+        values = self._r.hmget(self._key("w", model, kind, str(window)), ["st", "ot", "sr", "or"])
+        st, ot, sr, open_r = (int(v or 0) for v in values)
+        return st + ot, sr + open_r
 
     def now_ms(self) -> int:
         secs, micros = self._r.time()

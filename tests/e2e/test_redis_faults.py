@@ -164,7 +164,8 @@ async def test_redis_killed_under_load_fails_closed_and_comes_back_with_its_data
         stop.set()
         await asyncio.gather(*workers)
 
-    assert tally.codes["Acquire UNAVAILABLE"] > 0, tally.codes
+    # Whatever each worker was doing when Redis went, its calls then were answered UNAVAILABLE.
+    assert tally.codes["Acquire UNAVAILABLE"] + tally.codes["Release UNAVAILABLE"] > 0, tally.codes
     unexpected = {c for c in tally.codes if c.split()[1] not in ("OK", "UNAVAILABLE", "RESOURCE_EXHAUSTED")}
     assert not unexpected, f"unexpected answers {unexpected} in {tally.codes}"
     assert not tally.late, f"calls answered after their deadline: {tally.late}"
@@ -221,8 +222,8 @@ async def test_no_grant_above_the_limit_across_a_restart_with_the_data(fault_har
     assert tokens == LIMIT_TOKENS, f"the ledger holds {tokens} tokens committed"
 
 
-async def _lease_then_empty_restart(h: Harness) -> tuple[list[Process], pb.AcquireResponse]:
-    """Two instances, one open lease, then Redis back with nothing; returns once the instances serve."""
+async def test_redis_back_empty_the_instances_register_again_by_themselves(fault_harness: Harness) -> None:
+    h = fault_harness
     instances = boot(h, 2)
     ports = [p.port for p in instances]
     lease = await h.acquire(ports[0], JOB, timeout=CALL_DEADLINE_S, lease_ttl_ms=TTL_MS)
@@ -234,31 +235,16 @@ async def _lease_then_empty_restart(h: Harness) -> tuple[list[Process], pb.Acqui
         return view.models == [MODEL] and len(view.instances) == 2 and all([await serves_a_job(h, p) for p in ports])
 
     await eventually(back, timeout=RECOVERY_S, what="re-registration and the models published again")
-    return instances, lease
-
-
-async def test_redis_back_empty_the_instances_register_again_by_themselves(fault_harness: Harness) -> None:
-    h = fault_harness
-    instances, lease = await _lease_then_empty_restart(h)
     assert sorted(ledger(h).instances()) == sorted(p.instance_id for p in instances)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.release(instances[0].port, lease.lease_id, actual=SMALL_USE)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value.details()
+    assert "ledger lost" in (err.value.details() or ""), err.value.details()
     # The instance dropped what the ledger forgot: nothing stays in flight or counted as a lease.
     report = await h.allocation(instances[0].port)
     assert report.active_leases == 0
     assert report.job_types[JOB].in_flight == 0
     assert ledger(h).view().in_flight == {MODEL: 0}
-
-
-@pytest.mark.xfail(strict=True, reason="the limiter does not yet tell a lease the ledger lost from one it never issued")
-async def test_a_release_the_ledger_lost_says_so(fault_harness: Harness) -> None:
-    h = fault_harness
-    instances, lease = await _lease_then_empty_restart(h)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await h.release(instances[0].port, lease.lease_id, actual=SMALL_USE)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "ledger lost" in (err.value.details() or ""), err.value.details()
 
 
 async def test_rediss_url_reaches_redis_over_tls(fault_harness: Harness, tmp_path: Path) -> None:
