@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -101,6 +102,16 @@ class RedisServer:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """SIGTERM, as an operator's restart: Redis writes out its append-only file and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                raise RuntimeError(f"redis-server did not exit within {timeout}s of SIGTERM") from None
 
     def _pings(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
