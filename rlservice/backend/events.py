@@ -10,6 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .ledger import LedgerUnavailable
 from .wire import Event, parse_event
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,14 @@ class EventStream:
 
     async def start(self) -> None:
         """Subscribes before returning, so that nothing published after this is missed."""
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._channel)
+        # redis-py leaves PubSub.aclose unannotated.
+        pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._channel)
+        except (RedisError, OSError) as e:
+            await pubsub.aclose()
+            # The caller retries on this, as it does for the ledger's own calls.
+            raise LedgerUnavailable(f"redis: {e}") from e
         self._task = asyncio.create_task(self._follow(pubsub), name="ledger-events")
 
     async def stop(self) -> None:

@@ -247,6 +247,20 @@ async def test_redis_back_empty_the_instances_register_again_by_themselves(fault
     assert ledger(h).view().in_flight == {MODEL: 0}
 
 
+async def test_an_instance_started_while_redis_is_down_serves_once_it_is_up(fault_harness: Harness) -> None:
+    h = fault_harness
+    h.redis_server.stop()
+    p = h.boot_instance(0, PRESET, NO_WAIT, wait_serving=False)
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    await eventually(lambda: all_health([p.port], not_serving), timeout=10, what="NOT_SERVING without Redis")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.acquire(p.port, JOB, timeout=CALL_DEADLINE_S)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    h.redis_server.restart()
+    await eventually(lambda: serves_a_job(h, p.port), timeout=RECOVERY_S, what="service once Redis is up")
+    assert len(ledger(h).instances()) == 1
+
+
 async def test_rediss_url_reaches_redis_over_tls(fault_harness: Harness, tmp_path: Path) -> None:
     h = fault_harness
     try:
