@@ -49,6 +49,7 @@ BOOT_TIMEOUT_S = 30.0
 INSTANCES = 3
 TTL_MS = 4000
 CALL_DEADLINE_S = 3.0
+STALL_S = 0.5
 ALLOWED_CODES = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "NOT_FOUND", "DEADLINE_EXCEEDED"}
 
 # Tight limits, so that windows fill up and every check runs against a limit that binds: the first
@@ -290,6 +291,18 @@ async def restart_redis(redis: RedisServer, how: str, at_s: float, stop: asyncio
     chaos.note("Redis answers again")
 
 
+async def watch_stalls(chaos: Chaos, stop: asyncio.Event) -> None:
+    """Notes when this process could not run for a while: on a loaded machine every process stalls
+    alike, and calls then outlive their deadlines whatever the service does."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        before = loop.time()
+        await asyncio.sleep(0.1)
+        late = loop.time() - before - 0.1
+        if late > STALL_S:
+            chaos.note(f"this process stalled {late:.1f} s")
+
+
 def settled(ledger: Ledger) -> bool:
     view = ledger.view()
     return (
@@ -311,6 +324,7 @@ async def run(args: argparse.Namespace, redis: RedisServer, instances: list[Supe
             asyncio.create_task(client(stub, random.Random(rng.random()), view, stop_load)) for _ in range(args.clients)
         ]
         watcher = asyncio.create_task(watch_ledger(ledger, watch, stop_watch))
+        stalls = asyncio.create_task(watch_stalls(chaos, stop_watch))
         chaos_tasks = [
             asyncio.create_task(killer(instances, random.Random(rng.random()), args.kill_every, stop_chaos, chaos)),
             asyncio.create_task(restart_redis(redis, args.redis_restart, args.seconds / 2, stop_chaos, chaos)),
@@ -335,7 +349,7 @@ async def run(args: argparse.Namespace, redis: RedisServer, instances: list[Supe
         clean = False
     settle_s = time.monotonic() - settle_started
     stop_watch.set()
-    await watcher
+    await asyncio.gather(watcher, stalls)
     end = ledger.view()
     return report(args, view, watch, chaos, end, clean, load_s, settle_s)
 
