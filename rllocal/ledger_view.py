@@ -4,7 +4,6 @@ one place outside them that knows it."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import cast
 
@@ -46,17 +45,18 @@ class Ledger:
 
     def in_flight(self, model: str) -> tuple[int, int]:
         """(the total, the per-instance counts added up)."""
-        fields = {_text(k): int(v) for k, v in self._r.hgetall(self._key("inflight", model)).items()}
-        total = fields.pop("_", 0)
-        # 'w' and 'w:INSTANCE' say which instances have waiters, not what is in flight.
-        return total, sum(v for k, v in fields.items() if k != "w" and not k.startswith("w:"))
+        fields = {_text(k): _text(v) for k, v in self._r.hgetall(self._key("model", model)).items()}
+        # The model's hash also holds its limits and which instances have waiters ('w', 'w:I').
+        total = int(fields.pop("_", 0))
+        others = ("tpm", "rpm", "tpd", "rpd", "conc", "w")
+        return total, sum(int(v) for k, v in fields.items() if k not in others and not k.startswith("w:"))
 
     def open_leases(self) -> list[str]:
-        """Lease records not closed yet (a closed one is kept a while to answer a repeated Release)."""
+        """Leases not closed yet (a closed one is kept a while to answer a repeated Release): a closed
+        lease's hash has its outcome, `o`."""
         out = []
         for key in self._r.scan_iter(match=self._key("lease", "*"), count=1000):
-            raw = self._r.get(key)
-            if raw is not None and "closed" not in json.loads(raw):
+            if not self._r.hexists(key, "o"):
                 out.append(_text(key).split(":lease:", 1)[1])
         return out
 
