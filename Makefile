@@ -61,3 +61,9 @@ bench-metrics: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/node/node_modules
+
+# Not part of `make test`: minutes of mixed load while instances are killed and Redis restarts,
+# checked against the limits (docs/reliability.md). A short run: make chaos CHAOS_ARGS="--seconds 30"
+.PHONY: chaos
+chaos: install
+	$(PY) bench/chaos.py $(CHAOS_ARGS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,24 +52,66 @@ def poll_until(predicate: Callable[[], T], timeout: float = 10.0, interval: floa
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    """A redis-server on loopback. `appendfsync` None keeps nothing on disk; "always" or "everysec"
+    turns the append-only file on with that fsync policy, so that a restart keeps the data."""
+
+    def __init__(self, workdir: Path, appendfsync: str | None = None) -> None:
         self.workdir = workdir
+        self.appendfsync = appendfsync
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         binary = redis_server_binary()
         for _ in range(5):
-            self.port = free_port()
-            self.proc = subprocess.Popen(
-                redis_argv(binary, self.port, self.workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            try:
-                poll_until(self._pings, timeout=10, what="redis-server to answer PING")
+            if self._launch(binary, free_port()):
                 return
-            except AssertionError:
-                self.stop()
         raise RuntimeError("could not start redis-server")
+
+    def _launch(self, binary: str, port: int) -> bool:
+        self.port = port
+        self.proc = subprocess.Popen(
+            redis_argv(binary, port, self.workdir, self.appendfsync),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            poll_until(self._pings, timeout=10, what="redis-server to answer PING")
+            return True
+        except (AssertionError, RuntimeError):
+            self.stop()
+            return False
+
+    def restart(self, empty: bool = False) -> None:
+        """Kills it if it runs, then starts it again on the same port and data directory; `empty`
+        deletes what it had written first, as if it came back on a new machine."""
+        self.stop()
+        if empty:
+            for name in REDIS_DATA_FILES:
+                path = self.workdir / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        # The port was this server's a moment ago; another process may take it only by bad luck.
+        for _ in range(50):
+            if self._launch(redis_server_binary(), self.port):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"could not start redis-server again on port {self.port}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """SIGTERM, as an operator's restart: Redis writes out its append-only file and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                raise RuntimeError(f"redis-server did not exit within {timeout}s of SIGTERM") from None
 
     def _pings(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -91,8 +134,17 @@ class RedisServer:
             self.proc.wait()
 
 
-def redis_argv(binary: str, port: int, workdir: Path) -> list[str]:
-    """A throw-away redis-server on loopback: no snapshots, no append-only file."""
+# What a redis-server writes in its --dir: the append-only file (one file up to 6.2, a folder from
+# 7.0) and snapshots.
+REDIS_DATA_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb")
+
+
+def redis_argv(binary: str, port: int, workdir: Path, appendfsync: str | None = None) -> list[str]:
+    """A redis-server on loopback with no snapshots; with no append-only file either unless
+    `appendfsync` names its fsync policy."""
+    persistence = (
+        ["--appendonly", "no"] if appendfsync is None else ["--appendonly", "yes", "--appendfsync", appendfsync]
+    )
     return [
         binary,
         "--port",
@@ -101,8 +153,7 @@ def redis_argv(binary: str, port: int, workdir: Path) -> list[str]:
         "127.0.0.1",
         "--save",
         "",
-        "--appendonly",
-        "no",
+        *persistence,
         "--dir",
         str(workdir),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import signal
@@ -17,6 +18,8 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from rlcommon.server import PLAIN, ServerSetup
 from rlproto import ratelimit_pb2, ratelimit_pb2_grpc
@@ -71,9 +74,17 @@ class Instance:
         self._server = grpc.aio.server(interceptors=opts.setup.interceptors(SERVICE_NAME) or None)
         self._health = health_aio.HealthServicer()
         # Script calls take well under a millisecond in Redis: a call that hangs means Redis is gone.
-        self._redis: Redis = Redis.from_url(opts.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        # One retry at once on a new connection covers a connection a restarted Redis dropped; more,
+        # with backoff, would only hold callers while Redis is down, where they must fail at once.
+        self._redis: Redis = Redis.from_url(
+            opts.redis_url, socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 1)
+        )
         # The subscriber blocks on reads by design, so it gets its own connection with no read timeout.
-        self._events_redis: Redis = Redis.from_url(opts.redis_url, socket_connect_timeout=2)
+        # No retries: a subscriber that reconnects by itself would miss what was published meanwhile
+        # without knowing it; the event stream resubscribes and re-reads the whole state instead.
+        self._events_redis: Redis = Redis.from_url(
+            opts.redis_url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
         self.port = opts.setup.bind(self._server, f"{opts.host}:{opts.port}")
         if self.port == 0:
             raise OSError(f"cannot bind {opts.host}:{opts.port}")
@@ -84,7 +95,12 @@ class Instance:
         ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms, metrics.redis_call)
         self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))
         self._events = EventStream(
-            self._events_redis, ledger.channel, instance_id, self.limiter.on_event, self.limiter.resubscribed
+            self._events_redis,
+            ledger.channel,
+            instance_id,
+            self.limiter.on_event,
+            self.limiter.resubscribed,
+            self._ledger_lost,
         )
         ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(RateLimiterServicer(self.limiter, metrics), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -97,8 +113,12 @@ class Instance:
             self._server,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._serving = False
+        # Set when Redis looks gone between heartbeats: the next check of Redis is due at once.
+        self._probe = asyncio.Event()
 
     async def _set_serving(self, serving: bool) -> None:
+        self._serving = serving
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self._health.set("", status)
         await self._health.set(SERVICE_NAME, status)
@@ -127,7 +147,11 @@ class Instance:
         await self._set_serving(True)
         self._tasks.append(asyncio.create_task(self._rebalance(), name="rebalance"))
         while True:
-            await asyncio.sleep(settings.heartbeat_interval_ms / 1000)
+            # While Redis is away, look again often: service resumes within that of its return.
+            interval = settings.heartbeat_interval_ms / 1000 if self._serving else REGISTER_RETRY_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._probe.wait(), interval)
+            self._probe.clear()
             try:
                 await self.limiter.heartbeat()
             except LedgerUnavailable as e:
@@ -135,6 +159,12 @@ class Instance:
                 await self._set_serving(False)
             else:
                 await self._set_serving(True)
+
+    async def _ledger_lost(self) -> None:
+        """The event channel drops the moment Redis goes away: stop taking traffic now rather than at
+        the next heartbeat, and check Redis at once (it may have been a dropped connection only)."""
+        await self._set_serving(False)
+        self._probe.set()
 
     async def _rebalance(self) -> None:
         interval = self._opts.settings.ratio_adjustment.adjustment_interval_ms / 1000

@@ -10,6 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .ledger import LedgerUnavailable
 from .wire import Event, parse_event
 
 log = logging.getLogger(__name__)
@@ -25,18 +26,26 @@ class EventStream:
         origin: str,
         on_event: Callable[[Event], None],
         on_resubscribed: Callable[[], Awaitable[None]],
+        on_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._redis = redis
         self._channel = channel
         self._own = origin.encode()
         self._on_event = on_event
         self._on_resubscribed = on_resubscribed
+        self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Subscribes before returning, so that nothing published after this is missed."""
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._channel)
+        # redis-py leaves PubSub.aclose unannotated.
+        pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._channel)
+        except (RedisError, OSError) as e:
+            await pubsub.aclose()
+            # The caller retries on this, as it does for the ledger's own calls.
+            raise LedgerUnavailable(f"redis: {e}") from e
         self._task = asyncio.create_task(self._follow(pubsub), name="ledger-events")
 
     async def stop(self) -> None:
@@ -52,6 +61,8 @@ class EventStream:
                         self._deliver(message["data"])
             except (RedisError, OSError) as e:
                 log.warning("event channel lost (%s); resubscribing", e)
+                if self._on_lost is not None:
+                    await self._on_lost()
             await pubsub.aclose()
             await asyncio.sleep(RETRY_S)
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)

@@ -161,9 +161,10 @@ class Harness:
         instance_id: str | None = None,
         wait_serving: bool = True,
         extra_args: list[str] | None = None,
+        redis_url: str | None = None,
     ) -> Process:
         args = ["--port", str(port), "--config", str(self.config_file(preset, overrides))]
-        args += ["--redis-url", self.redis_server.url]
+        args += ["--redis-url", redis_url or self.redis_server.url]
         if instance_id:
             args += ["--instance-id", instance_id]
         args += extra_args or []

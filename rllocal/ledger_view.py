@@ -1,0 +1,82 @@
+"""Reads the ledger straight from Redis, as the tests and the chaos run check it from outside the
+instances. The key layout is the scripts' (rlservice/backend/scripts/lib.lua): this module is the
+one place outside them that knows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    instances: list[str]
+    models: list[str]
+    # model -> in-flight count across all instances, as the ledger's total holds it
+    in_flight: dict[str, int]
+    # model -> the per-instance in-flight counts added up (must equal the total)
+    in_flight_by_instance: dict[str, int]
+    open_leases: list[str]
+
+
+class Ledger:
+    def __init__(self, client: redis.Redis, prefix: str = "rl") -> None:
+        self._r = client
+        self._p = "{" + prefix + "}"
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._p, *parts))
+
+    def instances(self) -> list[str]:
+        members = cast(list[bytes], self._r.zrange(self._key("instances"), 0, -1))
+        return [_text(m) for m in members]
+
+    def models(self) -> list[str]:
+        return sorted(_text(m) for m in cast(set[bytes], self._r.smembers(self._key("models"))))
+
+    def in_flight(self, model: str) -> tuple[int, int]:
+        """(the total, the per-instance counts added up)."""
+        fields = {_text(k): _text(v) for k, v in self._r.hgetall(self._key("model", model)).items()}
+        # The model's hash also holds its limits and which instances have waiters ('w', 'w:I').
+        total = int(fields.pop("_", 0))
+        others = ("tpm", "rpm", "tpd", "rpd", "conc", "w")
+        return total, sum(int(v) for k, v in fields.items() if k not in others and not k.startswith("w:"))
+
+    def open_leases(self) -> list[str]:
+        """Leases not closed yet (a closed one is kept a while to answer a repeated Release): a closed
+        lease's hash has its outcome, `o`."""
+        out = []
+        for key in self._r.scan_iter(match=self._key("lease", "*"), count=1000):
+            if not self._r.hexists(key, "o"):
+                out.append(_text(key).split(":lease:", 1)[1])
+        return out
+
+    def committed(self, model: str, window: int, kind: str = "m") -> tuple[int, int]:
+        """(tokens, requests) committed in one minute ("m") or day ("d") window, settled and open."""
+        values = self._r.hmget(self._key("w", model, kind, str(window)), ["st", "ot", "sr", "or"])
+        st, ot, sr, open_r = (int(v or 0) for v in values)
+        return st + ot, sr + open_r
+
+    def now_ms(self) -> int:
+        secs, micros = self._r.time()
+        return int(secs) * 1000 + int(micros) // 1000
+
+    def view(self) -> LedgerView:
+        models = self.models()
+        flights = {m: self.in_flight(m) for m in models}
+        return LedgerView(
+            instances=self.instances(),
+            models=models,
+            in_flight={m: f[0] for m, f in flights.items()},
+            in_flight_by_instance={m: f[1] for m, f in flights.items()},
+            open_leases=self.open_leases(),
+        )

@@ -1,0 +1,285 @@
+"""Redis failing under the instances: killed under load, back with its data (append-only file), back
+empty, and reached over TLS. Each test runs its own redis-server, so the session's is never touched."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rllocal.ledger_view import MINUTE_MS, Ledger
+from rlproto import ratelimit_pb2 as pb
+
+from .harness import Harness, Process, RedisServer, eventually
+from .tls_relay import TlsRelay, self_signed_certificate
+
+# TPM 100 000 and one job type of 10 000 tokens: ten jobs per minute window across all instances.
+PRESET = "instanceScaling"
+MODEL, JOB = "scale-model", "scaleJob"
+LIMIT_TOKENS = 100_000
+JOB_TOKENS = 10_000
+# No waiting: a job that does not fit is refused at once, so that every call's outcome is immediate.
+NO_WAIT = {"job_types": {JOB: {"max_wait_ms": {MODEL: 0}}}}
+TTL_MS = 600_000
+# The service must resume within this of Redis's return (the operations guide promises it).
+RECOVERY_S = 5.0
+CALL_DEADLINE_S = 5.0
+# A small job's real use: released with it, most of the estimate comes back, so the load goes on.
+SMALL_USE = pb.Usage(request_count=1, input_tokens=60, output_tokens=40)
+
+
+@pytest.fixture
+async def fault_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """A harness on a redis-server of the test's own, with an append-only file fsynced on every write
+    (so that a kill loses nothing and the test is deterministic)."""
+    data = tmp_path / "redis"
+    data.mkdir()
+    server = RedisServer(data, appendfsync="always")
+    server.start()
+    h = Harness(server, tmp_path)
+    try:
+        yield h
+    finally:
+        h.teardown_infrastructure()
+        await h.close_channels()
+        server.stop()
+
+
+def ledger(h: Harness) -> Ledger:
+    return Ledger(h.redis())
+
+
+async def health(port: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        return int(reply.status)
+
+
+async def all_health(ports: list[int], status: int) -> bool:
+    return all([await health(p) == status for p in ports])
+
+
+async def serves_a_job(h: Harness, port: int) -> bool:
+    """A job gets through on that port: Acquire and Release both answered OK."""
+    try:
+        lease = await h.acquire(port, JOB, timeout=2, lease_ttl_ms=TTL_MS)
+        await h.release(port, lease.lease_id, actual=SMALL_USE)
+    except grpc.aio.AioRpcError:
+        return False
+    return True
+
+
+def boot(h: Harness, count: int) -> list[Process]:
+    return [h.boot_instance(0, PRESET, NO_WAIT) for _ in range(count)]
+
+
+@dataclass
+class Tally:
+    """What the load saw: each call's status code, and the calls that outlived their deadline."""
+
+    codes: Counter[str] = field(default_factory=Counter)
+    late: list[float] = field(default_factory=list)
+    granted: int = 0
+    leases: set[str] = field(default_factory=set)
+
+    def note(self, what: str, code: grpc.StatusCode, elapsed: float) -> None:
+        self.codes[f"{what} {code.name}"] += 1
+        if elapsed > CALL_DEADLINE_S + 1:
+            self.late.append(elapsed)
+
+
+async def load(h: Harness, port: int, stop: asyncio.Event, tally: Tally) -> None:
+    """Acquire, hold a moment, Release (retried until the ledger answers), until told to stop."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            lease = await h.acquire(port, JOB, timeout=CALL_DEADLINE_S, lease_ttl_ms=TTL_MS)
+        except grpc.aio.AioRpcError as e:
+            tally.note("Acquire", e.code(), time.monotonic() - started)
+            # Refusals come back at once; pace the retries as a client would.
+            await asyncio.sleep(0.05)
+            continue
+        tally.note("Acquire", grpc.StatusCode.OK, time.monotonic() - started)
+        tally.granted += 1
+        tally.leases.add(lease.lease_id)
+        await asyncio.sleep(0.02)
+        while True:
+            started = time.monotonic()
+            try:
+                await h.release(port, lease.lease_id, actual=SMALL_USE)
+            except grpc.aio.AioRpcError as e:
+                tally.note("Release", e.code(), time.monotonic() - started)
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    await asyncio.sleep(0.05)
+                    continue
+                break
+            tally.note("Release", grpc.StatusCode.OK, time.monotonic() - started)
+            break
+
+
+async def test_redis_killed_under_load_fails_closed_and_comes_back_with_its_data(fault_harness: Harness) -> None:
+    h = fault_harness
+    instances = boot(h, 2)
+    proxy = h.boot_proxy([p.port for p in instances])
+    ports = [p.port for p in instances]
+    ids = sorted(p.instance_id for p in instances)
+    stop, tally = asyncio.Event(), Tally()
+    workers = [asyncio.create_task(load(h, port, stop, tally)) for port in [proxy.port, proxy.port, *ports]]
+    try:
+        await eventually(lambda: _at_least(tally.granted, 10), timeout=30, what="the load to get grants")
+
+        h.redis_server.stop()
+        for port in ports:
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await h.acquire(port, JOB, timeout=CALL_DEADLINE_S)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+            assert "Redis" in (err.value.details() or "")
+            assert time.monotonic() - started < CALL_DEADLINE_S
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await eventually(lambda: all_health(ports, not_serving), timeout=10, what="NOT_SERVING while Redis is down")
+        down = sum(tally.codes.values())
+        await eventually(
+            lambda: _at_least(sum(tally.codes.values()), down + 20), timeout=30, what="the load to go on meanwhile"
+        )
+
+        h.redis_server.restart()
+        back = time.monotonic()
+        serving = health_pb2.HealthCheckResponse.SERVING
+
+        async def full_service() -> bool:
+            return await all_health(ports, serving) and all([await serves_a_job(h, p) for p in [*ports, proxy.port]])
+
+        await eventually(full_service, timeout=RECOVERY_S, what="full service after Redis came back")
+        recovered_s = time.monotonic() - back
+        assert sorted(ledger(h).instances()) == ids, "the instances were not registered after the restart"
+        assert [(await h.allocation(p)).allocation.instance_count for p in ports] == [2, 2]
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+
+    # Whatever each worker was doing when Redis went, its calls then were answered UNAVAILABLE.
+    assert tally.codes["Acquire UNAVAILABLE"] + tally.codes["Release UNAVAILABLE"] > 0, tally.codes
+    unexpected = {c for c in tally.codes if c.split()[1] not in ("OK", "UNAVAILABLE", "RESOURCE_EXHAUSTED")}
+    assert not unexpected, f"unexpected answers {unexpected} in {tally.codes}"
+    assert not tally.late, f"calls answered after their deadline: {tally.late}"
+    assert tally.codes["Release OK"] == tally.granted, tally.codes
+    view = ledger(h).view()
+    # An Acquire whose script ran just before Redis died was granted, but its answer was lost: the
+    # client saw UNAVAILABLE, and that lease stays open until its TTL. No lease a client got is open.
+    orphans = len(view.open_leases)
+    assert not tally.leases & set(view.open_leases), view
+    assert view.in_flight == {MODEL: orphans} and view.in_flight_by_instance == {MODEL: orphans}, view
+    print(f"recovered in {recovered_s:.2f} s; calls: {dict(tally.codes)}")
+
+
+async def _at_least(value: int, floor: int) -> bool:
+    return value >= floor
+
+
+async def test_no_grant_above_the_limit_across_a_restart_with_the_data(fault_harness: Harness) -> None:
+    h = fault_harness
+    ports = [p.port for p in boot(h, 2)]
+    # The whole test must fit in one minute window, or the next window's capacity would blur it.
+    await h.within_one_window(40)
+    grants: list[tuple[int, pb.AcquireResponse]] = []
+
+    async def take(port: int) -> bool:
+        try:
+            grants.append((port, await h.acquire(port, JOB, timeout=CALL_DEADLINE_S, lease_ttl_ms=TTL_MS)))
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.details()
+            return False
+        return True
+
+    # Part of the window: three jobs on each instance, two of each released at their estimate.
+    for port in ports:
+        for _ in range(3):
+            assert await take(port)
+    for port, grant in grants[:2] + grants[3:5]:
+        await h.release(port, grant.lease_id, actual=pb.Usage(request_count=1, input_tokens=JOB_TOKENS))
+
+    h.redis_server.restart()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    await eventually(lambda: all_health(ports, serving), timeout=RECOVERY_S, what="SERVING after the restart")
+
+    # Ask each instance in turn until both have refused twice in a row (or far too much was granted).
+    refusals, turn = 0, 0
+    while refusals < 4 and len(grants) <= 2 * LIMIT_TOKENS // JOB_TOKENS:
+        refusals = 0 if await take(ports[turn % 2]) else refusals + 1
+        turn += 1
+
+    windows = {(g.lease_expires_at_ms - TTL_MS) // MINUTE_MS for _, g in grants}
+    assert len(windows) == 1, f"the grants span windows {windows}"
+    granted = sum(g.reserved.tokens for _, g in grants)
+    assert granted <= LIMIT_TOKENS, f"{granted} tokens granted in one window, limit {LIMIT_TOKENS}"
+    # All of it was granted: the restart neither lost the first six nor capacity.
+    assert granted == LIMIT_TOKENS, f"only {granted} of {LIMIT_TOKENS} tokens granted"
+    tokens, _ = ledger(h).committed(MODEL, windows.pop())
+    assert tokens == LIMIT_TOKENS, f"the ledger holds {tokens} tokens committed"
+
+
+async def test_redis_back_empty_the_instances_register_again_by_themselves(fault_harness: Harness) -> None:
+    h = fault_harness
+    instances = boot(h, 2)
+    ports = [p.port for p in instances]
+    lease = await h.acquire(ports[0], JOB, timeout=CALL_DEADLINE_S, lease_ttl_ms=TTL_MS)
+    h.redis_server.restart(empty=True)
+    assert ledger(h).models() == [], "the restarted Redis still has the data"
+
+    async def back() -> bool:
+        view = ledger(h).view()
+        return view.models == [MODEL] and len(view.instances) == 2 and all([await serves_a_job(h, p) for p in ports])
+
+    await eventually(back, timeout=RECOVERY_S, what="re-registration and the models published again")
+    assert sorted(ledger(h).instances()) == sorted(p.instance_id for p in instances)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.release(instances[0].port, lease.lease_id, actual=SMALL_USE)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value.details()
+    assert "ledger lost" in (err.value.details() or ""), err.value.details()
+    # The instance dropped what the ledger forgot: nothing stays in flight or counted as a lease.
+    report = await h.allocation(instances[0].port)
+    assert report.active_leases == 0
+    assert report.job_types[JOB].in_flight == 0
+    assert ledger(h).view().in_flight == {MODEL: 0}
+
+
+async def test_an_instance_started_while_redis_is_down_serves_once_it_is_up(fault_harness: Harness) -> None:
+    h = fault_harness
+    h.redis_server.stop()
+    p = h.boot_instance(0, PRESET, NO_WAIT, wait_serving=False)
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    await eventually(lambda: all_health([p.port], not_serving), timeout=10, what="NOT_SERVING without Redis")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.acquire(p.port, JOB, timeout=CALL_DEADLINE_S)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    h.redis_server.restart()
+    await eventually(lambda: serves_a_job(h, p.port), timeout=RECOVERY_S, what="service once Redis is up")
+    assert len(ledger(h).instances()) == 1
+
+
+async def test_rediss_url_reaches_redis_over_tls(fault_harness: Harness, tmp_path: Path) -> None:
+    h = fault_harness
+    try:
+        cert, key = self_signed_certificate(tmp_path)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    relay = TlsRelay(cert, key, h.redis_server.port)
+    relay.start()
+    try:
+        url = f"rediss://127.0.0.1:{relay.port}/0?ssl_ca_certs={cert}"
+        p = h.boot_instance(0, PRESET, NO_WAIT, redis_url=url)
+        assert await serves_a_job(h, p.port)
+        assert ledger(h).instances() == [p.instance_id]
+        # The ledger's connection and the event channel's, both through the TLS relay.
+        assert relay.handshakes >= 2
+    finally:
+        relay.stop()
