@@ -209,8 +209,9 @@ class Admission:
         except BaseException as e:
             self._local.unreserve(model, jt, res)
             self._local.pump(model)
-            if isinstance(e, asyncio.CancelledError):
-                # The caller left while the script was on its way: it may have granted the lease.
+            if isinstance(e, asyncio.CancelledError | Unavailable):
+                # The caller left, or Redis failed, while the script was on its way: it may have
+                # granted the lease.
                 self._membership.spawn(self._revoke(lease_id))
             raise
         return self._settle(model, jt, res, job_id, lease_id, reply)

@@ -72,7 +72,11 @@ class LeaseLifecycle:
         except (LedgerUnavailable, NotRegistered) as e:
             raise Unavailable(f"Redis is unreachable, the release was not recorded: {e}") from None
         if reply.status == "unknown" or reply.closed is None:
-            if lease_id in local.lost_leases:
+            held = local.leases.pop(lease_id)
+            if held is not None:
+                # Issued here and still open here, yet the ledger has no record: it lost it.
+                local.forget(held)
+            if held is not None or lease_id in local.lost_leases:
                 raise NotFound(
                     f"lease {lease_id!r} is unknown: the ledger lost it (Redis restarted without its data); "
                     "its usage could not be recorded"
