@@ -52,7 +52,12 @@ class LeaseLifecycle:
                 self.arm_expiry(lease)
             return
         if reply.status == "expired" and reply.closed is not None:
-            log.info("lease %s expired unreleased; its estimate is settled", lease_id)
+            closed = reply.closed
+            log.info(
+                "lease %s expired unreleased; its estimate is settled",
+                lease_id,
+                extra={"model": closed.model, "lease_id": lease_id, "job_id": closed.job_id},
+            )
             model = local.models.get(reply.closed.model)
             if model is not None and reply.snapshot is not None:
                 model.apply(reply.snapshot, own=True)

@@ -189,6 +189,7 @@ class LocalState:
                 lease.requests,
                 actual.tokens,
                 actual.request_count,
+                extra={"model": model.name, "lease_id": lease.lease_id, "job_id": lease.job_id},
             )
         self._releases_since_rebalance += 1
         if self._releases_since_rebalance >= self.settings.ratio_adjustment.releases_per_adjustment:

@@ -187,7 +187,7 @@ class Membership:
         except NotRegistered:
             self.reregister()
         except LedgerUnavailable as e:
-            log.warning("cannot record waiters for %s: %s", name, e)
+            log.warning("cannot record waiters for %s: %s", name, e, extra={"model": name})
         finally:
             del self._waiting_sync[name]
         self._local.pump(model)

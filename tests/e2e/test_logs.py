@@ -43,6 +43,7 @@ async def test_json_lines_with_the_ids_of_the_call_they_are_about(harness: Harne
 
     (overage,) = await eventually(overage_logged, what="the overage warning")
     assert overage["level"] == "WARNING" and overage["lease_id"] == lease_id, overage
+    assert overage["model"] == job.acquire.model_id and overage["job_id"].startswith("job-"), overage
 
     proxy.proc.send_signal(signal.SIGHUP)
 
