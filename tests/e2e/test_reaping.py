@@ -14,7 +14,7 @@ from .harness import Harness, eventually
 
 MODEL = "tpm-model"
 ESTIMATE = 10_000  # the "work" job type's estimated tokens in the expiry preset
-BATCH = 128
+BATCH = 32
 LEASES = 2 * BATCH + 88
 # Plenty of capacity, leases that outlive the test (no sweep interferes), quick staleness.
 ROOMY = {

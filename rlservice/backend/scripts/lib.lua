@@ -13,7 +13,7 @@ local DAY = 86400000
 local CLOSED_TTL = 3600000
 -- The most leases one operation closes when removing an instance or sweeping expired leases: a few
 -- milliseconds of Redis at most, so that every other call waits no longer than that.
-local BATCH = 128
+local BATCH = 32
 local OPS = {}
 
 -- Per model, window kind and window: settled (st, sr) and open (ot, or) totals, and per instance
