@@ -19,7 +19,7 @@ from rllocal.ledger_view import MINUTE_MS, Ledger
 from rlproto import ratelimit_pb2 as pb
 
 from .harness import Harness, Process, RedisServer, eventually
-from .tls_relay import TlsRelay, self_signed_certificate
+from .tls_relay import TlsRelay, redis_certificate
 
 # TPM 100 000 and one job type of 10 000 tokens: ten jobs per minute window across all instances.
 PRESET = "instanceScaling"
@@ -268,14 +268,11 @@ async def test_an_instance_started_while_redis_is_down_serves_once_it_is_up(faul
 
 async def test_rediss_url_reaches_redis_over_tls(fault_harness: Harness, tmp_path: Path) -> None:
     h = fault_harness
-    try:
-        cert, key = self_signed_certificate(tmp_path)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    ca, cert, key = redis_certificate(tmp_path)
     relay = TlsRelay(cert, key, h.redis_server.port)
     relay.start()
     try:
-        url = f"rediss://127.0.0.1:{relay.port}/0?ssl_ca_certs={cert}"
+        url = f"rediss://127.0.0.1:{relay.port}/0?ssl_ca_certs={ca}"
         p = h.boot_instance(0, PRESET, NO_WAIT, redis_url=url)
         assert await serves_a_job(h, p.port)
         assert ledger(h).instances() == [p.instance_id]

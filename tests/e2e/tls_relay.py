@@ -6,45 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import ssl
-import subprocess
 import threading
 from pathlib import Path
+
+import trustme
 
 CHUNK = 65536
 
 
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, made with the openssl command line tool."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise FileNotFoundError("openssl is not on PATH")
-    cert, key = folder / "redis-tls.crt", folder / "redis-tls.key"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+def redis_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for 127.0.0.1 it signed with its key, made at test time."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    ca_file, cert, key = folder / "redis-ca.pem", folder / "redis-tls.crt", folder / "redis-tls.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    return ca_file, cert, key
 
 
 class TlsRelay:
