@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from rlcommon import logs, server
 from rlcommon.auth import Tokens
 from rlcommon.errors import SetupError
+from rlcommon.metrics_http import serve as serve_metrics
 from rlcommon.tls import channel_credentials
 from rlproxy.access import TargetAccess
 from rlproxy.metrics import NO_METRICS, PrometheusProxyMetrics
-from rlproxy.metrics import serve as serve_metrics
 from rlproxy.policies import POLICY_NAMES, make_policy
 from rlproxy.server import ProxyServer
 

@@ -5,18 +5,15 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from rlproxy.targets import Target
-
-log = logging.getLogger(__name__)
 
 # The target label of calls the proxy answered itself (malformed request, no healthy target, ...).
 NO_TARGET: Final = ""
@@ -73,19 +70,3 @@ class TargetCollector(Collector):
         for target in self._targets:
             healthy.add_metric((target.address,), 1 if target.serving else 0)
         yield healthy
-
-
-def serve(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
-    """Serves /metrics on a thread of its own; returns what stops it. Raises OSError when the port is taken."""
-    try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
-    except OSError as e:
-        raise OSError(f"cannot serve metrics on {host}:{port}: {e}") from e
-    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-    return stop

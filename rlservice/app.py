@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from rlcommon.metrics_http import serve as serve_metrics
 from rlcommon.server import PLAIN, ServerSetup
 from rlproto import ratelimit_pb2, ratelimit_pb2_grpc
 
@@ -30,7 +31,6 @@ from .backend.ledger import Ledger, LedgerUnavailable
 from .config import Settings
 from .limiter import Limiter
 from .metrics import NO_METRICS, PrometheusMetrics
-from .metrics import serve as serve_metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,20 +7,17 @@ empty method call.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .backend.ledger import ClosedLease
 from .results import AllocationReport
-
-log = logging.getLogger(__name__)
 
 # A wait runs up to the next minute boundary + 5 s by default.
 WAIT_BUCKETS: Final = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 65.0)
@@ -236,19 +233,3 @@ class AllocationCollector(Collector):
         leases = GaugeMetricFamily("rlservice_active_leases", "Open leases issued by this instance.")
         leases.add_metric((), report.active_leases)
         yield from (tpm, rpm, slots, in_flight, waiting, allocated, ratio, instances, leases)
-
-
-def serve(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
-    """Serves /metrics on a thread of its own; returns what stops it. Raises OSError when the port is taken."""
-    try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
-    except OSError as e:
-        raise OSError(f"cannot serve metrics on {host}:{port}: {e}") from e
-    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-    return stop
