@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ import grpc.aio
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rllocal.processes import RedisServer, poll_until, spawn_module
+from rllocal.processes import RedisServer, poll_until, spawn_module, stop_process
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
@@ -168,12 +166,7 @@ def running(module: str, args: list[str], log: Path) -> Iterator[int]:
         wait_serving(port)
         yield port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

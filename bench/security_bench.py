@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from proxy_bench import Samples, drive, percentile_ms
 
-from rllocal.processes import RedisServer, poll_until, spawn_module
+from rllocal.processes import RedisServer, poll_until, spawn_module, stop_process
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
 HOST = "127.0.0.1"
@@ -147,12 +145,7 @@ def running(args: list[str], log: Path, credentials: grpc.ChannelCredentials | N
             poll_until(serving, timeout=BOOT_TIMEOUT_S, what=f"port {port} to be SERVING")
         yield port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

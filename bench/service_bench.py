@@ -40,7 +40,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from rllocal.processes import RedisServer, spawn_module
+from rllocal.processes import RedisServer, spawn_module, stop_process
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 from rlservice.backend.ledger import ClosedLease
@@ -295,15 +295,6 @@ def start_service(
     return spawn_module("rlservice", args, log, 30, env={"RL_LOG_LEVEL": "WARNING"})
 
 
-def stop_service(service: subprocess.Popen[str]) -> None:
-    service.terminate()
-    try:
-        service.wait(10)
-    except subprocess.TimeoutExpired:
-        service.kill()
-        service.wait()
-
-
 def metric_calls_us(pairs: int = 100_000) -> float:
     """CPU time of what the servicer and the ledger record per RPC with metrics on, measured in
     process: steadier than the end-to-end comparison on a shared machine."""
@@ -398,7 +389,7 @@ def scaling(args: argparse.Namespace, counts: list[int]) -> None:
                 after = [cpu_seconds(p) for p in pids], cpu_seconds(redis_server.proc.pid)
             finally:
                 for service in services:
-                    stop_service(service)
+                    stop_process(service)
                 redis_server.stop()
         calls = sum(r.calls for m, r in rows.items() if m != "total")
         servers_us = (sum(after[0]) - sum(before[0])) / calls * 1e6
@@ -444,12 +435,12 @@ def main() -> int:
                     )
         finally:
             if metered is not None:
-                stop_service(metered)
+                stop_process(metered)
             if bare is not None:
                 bare.kill()
                 bare.join()
             if service is not None:
-                stop_service(service)
+                stop_process(service)
             redis_server.stop()
     report(args, bare_runs, service_runs)
     if metered_runs:

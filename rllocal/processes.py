@@ -139,6 +139,16 @@ class RedisServer:
 REDIS_DATA_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb")
 
 
+def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    """SIGTERM, so that a server can leave cleanly; SIGKILL if it has not exited within `timeout`."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def redis_argv(binary: str, port: int, workdir: Path, appendfsync: str | None = None) -> list[str]:
     """A redis-server on loopback with no snapshots; with no append-only file either unless
     `appendfsync` names its fsync policy."""
