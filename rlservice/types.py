@@ -58,10 +58,11 @@ class Usage:
 class Snapshot:
     """A model's ledger state as seen by one instance, at Redis time now_ms.
 
-    settled (usage of leases closed in the window), open (estimates of leases still open) and
-    own_open (this instance's open estimates) are in RATE_DIMS order for the current minute and day
-    windows. waiters counts the live instances with requests waiting for the model, own_waiting is
-    1 when this instance is one of them.
+    settled (usage of leases closed in the window), open (estimates of leases still open),
+    own_open (this instance's open estimates) and own_settled (the usage of this instance's closed
+    leases) are in RATE_DIMS order for the current minute and day windows. waiters counts the live
+    instances with requests waiting for the model, own_waiting is 1 when this instance is one of
+    them.
     """
 
     seq: int
@@ -76,6 +77,7 @@ class Snapshot:
     own_inflight: int
     waiters: int = 0
     own_waiting: int = 0
+    own_settled: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @classmethod
     def from_reply(cls, seq: int, now_ms: int, state: list[int]) -> Snapshot:
@@ -86,13 +88,14 @@ class Snapshot:
             minute_window=s[0],
             day_window=s[1],
             instances=s[2],
-            settled=(s[3], s[4], s[9], s[10]),
-            open=(s[5], s[6], s[11], s[12]),
-            own_open=(s[7], s[8], s[13], s[14]),
-            inflight_total=s[15],
-            own_inflight=s[16],
-            waiters=s[17],
-            own_waiting=s[18],
+            settled=(s[3], s[4], s[11], s[12]),
+            open=(s[5], s[6], s[13], s[14]),
+            own_open=(s[7], s[8], s[15], s[16]),
+            own_settled=(s[9], s[10], s[17], s[18]),
+            inflight_total=s[19],
+            own_inflight=s[20],
+            waiters=s[21],
+            own_waiting=s[22],
         )
 
     @classmethod

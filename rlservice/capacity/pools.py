@@ -87,6 +87,8 @@ def compute_pool(
     n = max(snap.instances, 1)
     # Borrowing is for requests that queued: only with this instance's waiters on record (lib.lua).
     lending = lend and snap.own_waiting == 1 and not snap.others_waiting
+    # While others wait, what this instance holds of the window stays within floor(limit / N) (lib.lua).
+    contended = snap.others_waiting
     extra = pending.per_dim()
     rates: list[int | None] = []
     capacity: list[int | None] = []
@@ -106,7 +108,8 @@ def compute_pool(
             room.append(max(0, left))
         else:
             capacity.append(pool)
-            room.append(max(0, min(pool - own, left)))
+            fair = limit // n - snap.own_settled[i] - own if contended else left
+            room.append(max(0, min(pool - own, left, fair)))
     conc = conc_cap = conc_room = None
     if limits.max_concurrent is not None:
         conc = limits.max_concurrent // n

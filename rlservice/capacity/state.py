@@ -61,13 +61,15 @@ class ModelState:
         if newer_own:
             self.own_seq = snap.seq
         own_vals = list(src.own_open)
+        settled_vals = list(src.own_settled)
         if src.minute_window != base.minute_window:
-            own_vals[0] = own_vals[1] = 0
+            own_vals[0] = own_vals[1] = settled_vals[0] = settled_vals[1] = 0
         if src.day_window != base.day_window:
-            own_vals[2] = own_vals[3] = 0
+            own_vals[2] = own_vals[3] = settled_vals[2] = settled_vals[3] = 0
         self.snapshot = replace(
             base,
             own_open=(own_vals[0], own_vals[1], own_vals[2], own_vals[3]),
+            own_settled=(settled_vals[0], settled_vals[1], settled_vals[2], settled_vals[3]),
             own_inflight=src.own_inflight,
             own_waiting=src.own_waiting,
         )

@@ -20,6 +20,7 @@ def snapshot(
     own_inflight: int = 0,
     waiters: int = 0,
     own_waiting: int = 0,
+    own_settled: Quad = ZERO,
 ) -> Snapshot:
     return Snapshot(
         seq=1,
@@ -34,6 +35,7 @@ def snapshot(
         own_inflight=own_inflight,
         waiters=waiters,
         own_waiting=own_waiting,
+        own_settled=own_settled,
     )
 
 

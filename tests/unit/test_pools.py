@@ -39,6 +39,8 @@ class Ledger:
     overage: Quad = ZERO
     leases: dict[int, list[Quad]] = field(default_factory=dict)
     waiting: set[int] = field(default_factory=set)
+    # What each instance's closed leases used.
+    used: dict[int, Quad] = field(default_factory=dict)
 
     def own_open(self, inst: int) -> Quad:
         total = ZERO
@@ -61,6 +63,7 @@ class Ledger:
             settled=self.settled,
             open=self.open(),
             own_open=self.own_open(inst),
+            own_settled=self.used.get(inst, ZERO),
             inflight_total=self.inflight(),
             own_inflight=len(self.leases[inst]),
             waiters=len(self.waiting),
@@ -74,14 +77,19 @@ class Ledger:
         n = max(len(self.leases), 1)
         # Borrowing is for an instance with its own waiters on record while nobody else waits.
         lending = self.lend and inst in self.waiting and not (self.waiting - {inst})
+        # While others wait, what an instance holds of the window stays within floor(limit / N).
+        contended = bool(self.waiting - {inst})
         committed = add(self.settled, self.open())
         own = self.own_open(inst)
+        used = self.used.get(inst, ZERO)
         for d, limit in enumerate(self.lim.rates):
             if limit is None:
                 continue
             if not self.share_only and e[d] > limit - committed[d]:
                 return False
             if not lending and own[d] + e[d] > max(0, limit - self.settled[d]) // n:
+                return False
+            if not lending and contended and used[d] + own[d] + e[d] > limit // n:
                 return False
         conc = self.lim.max_concurrent
         if conc is not None:
@@ -105,6 +113,7 @@ class Ledger:
         est = held.pop(pick % len(held))
         used = est if actual is None else actual
         self.settled = add(self.settled, used)
+        self.used[inst] = add(self.used.get(inst, ZERO), used)
         over = [max(0, u - e) for u, e in zip(used, est, strict=True)]
         self.overage = add(self.overage, (over[0], over[1], over[2], over[3]))
 

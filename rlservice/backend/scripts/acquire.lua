@@ -42,8 +42,8 @@ OPS.acquire = function(a, now)
     end
   end
   local ik = ikey(model)
-  text[16] = redis.call('HINCRBY', ik, '_', 1)
-  text[17] = redis.call('HINCRBY', ik, inst, 1)
+  text[20] = redis.call('HINCRBY', ik, '_', 1)
+  text[21] = redis.call('HINCRBY', ik, inst, 1)
   local expires = now + ttl
   local key = lkey(lease_id)
   redis.call('HSET', key, 'i', inst, 'm', model, 'j', job_type, 'mw', st[1], 'dw', st[2], 't', a[6], 'r', a[7],

@@ -28,10 +28,10 @@ local function jkey(job) return P .. ':job:' .. job end
 local function ilkey(inst) return P .. ':il:' .. inst end
 
 -- Window kinds: minute windows carry TPM/RPM, day windows TPD/RPD. w: where a state holds the
--- window, at: where its six counters start.
+-- window, at: where its eight counters start.
 local KINDS = {
   {name = 'm', size = MINUTE, tokens = 'tpm', requests = 'rpm', field = 'mw', w = 1, at = 4},
-  {name = 'd', size = DAY, tokens = 'tpd', requests = 'rpd', field = 'dw', w = 2, at = 10},
+  {name = 'd', size = DAY, tokens = 'tpd', requests = 'rpd', field = 'dw', w = 2, at = 12},
 }
 
 local function tracks(lim, kind) return lim[kind.tokens] > 0 or lim[kind.requests] > 0 end
@@ -52,9 +52,9 @@ local NO_LIMITS = {tpm = 0, rpm = 0, tpd = 0, rpd = 0, conc = 0}
 -- as numbers for the checks and as text, which the reply carries without formatting a number again;
 -- nil for an unknown model:
 --  1 minute window, 2 day window, 3 live instances N,
---  4..9   minute: settled_t, settled_r, open_t, open_r, own_open_t, own_open_r
---  10..15 day:    the same
---  16 in flight in total, 17 own in flight, 18 instances with waiters, 19 own waiters (0/1)
+--  4..11  minute: settled_t, settled_r, open_t, open_r, own_open_t, own_open_r, own_settled_t, own_settled_r
+--  12..19 day:    the same
+--  20 in flight in total, 21 own in flight, 22 instances with waiters, 23 own waiters (0/1)
 local function model_state(model, inst, now)
   local f = redis.call('HMGET', ikey(model), 'tpm', 'rpm', 'tpd', 'rpd', 'conc', '_', inst, 'w', 'w:' .. inst)
   local lim = limits(f)
@@ -64,9 +64,10 @@ local function model_state(model, inst, now)
   for _, kind in ipairs(KINDS) do
     local v = {}
     if tracks(lim, kind) then
-      v = redis.call('HMGET', wkey(model, kind.name, st[kind.w]), 'st', 'sr', 'ot', 'or', 'ot:' .. inst, 'or:' .. inst)
+      v = redis.call('HMGET', wkey(model, kind.name, st[kind.w]), 'st', 'sr', 'ot', 'or', 'ot:' .. inst, 'or:' .. inst,
+                     'st:' .. inst, 'sr:' .. inst)
     end
-    for i = 1, 6 do
+    for i = 1, 8 do
       local raw = v[i] or '0'
       st[#st + 1] = tonumber(raw)
       text[#text + 1] = raw
@@ -84,30 +85,38 @@ local function csv(text) return table.concat(text, ',') end
 
 -- Admission of an estimate in one dimension (limit 0 = not limited): the global cap
 -- e <= limit - (settled + open) always; the share own_open + e <= floor((limit - settled) / N)
--- unless the instance may borrow what idle instances leave. An estimate of 0 always fits: it adds
--- nothing (pools.py clamps what is left at 0 the same way).
-local function dim_fits(limit, n, settled, open, own, e, lending)
+-- unless the instance may borrow what idle instances leave; and while other instances have
+-- waiters, what the instance holds of the window, settled and open, stays within floor(limit / N),
+-- so that an instance whose first jobs settle early does not take the others' part. An estimate
+-- of 0 always fits: it adds nothing (pools.py clamps what is left at 0 the same way).
+local function dim_fits(limit, n, settled, open, own, own_settled, e, lending, contended)
   if limit <= 0 or e == 0 then return true end
   if e > limit - settled - open then return false end
-  return lending or own + e <= math.floor(math.max(0, limit - settled) / n)
+  if lending then return true end
+  if own + e > math.floor(math.max(0, limit - settled) / n) then return false end
+  return not contended or own_settled + own + e <= math.floor(limit / n)
 end
 
 -- Lending applies while no other live instance has waiters for the model, and only to an instance
 -- whose own waiters are on record: a job beyond the share first queues and the instance records
 -- that it waits, so that instances whose demand arrives at the same moment first take their own
 -- shares instead of finding them lent away.
-local function lending(lend, st) return lend and st[19] == 1 and st[18] == 1 end
+local function lending(lend, st) return lend and st[23] == 1 and st[22] == 1 end
 
 local function fits(lim, st, est_t, est_r, lend)
-  local n, borrow = math.max(st[3], 1), lending(lend, st)
+  local n, borrow, contended = math.max(st[3], 1), lending(lend, st), st[22] - st[23] > 0
   for _, kind in ipairs(KINDS) do
     local b = kind.at
-    if not dim_fits(lim[kind.tokens], n, st[b], st[b + 2], st[b + 4], est_t, borrow) then return false end
-    if not dim_fits(lim[kind.requests], n, st[b + 1], st[b + 3], st[b + 5], est_r, borrow) then return false end
+    if not dim_fits(lim[kind.tokens], n, st[b], st[b + 2], st[b + 4], st[b + 6], est_t, borrow, contended) then
+      return false
+    end
+    if not dim_fits(lim[kind.requests], n, st[b + 1], st[b + 3], st[b + 5], st[b + 7], est_r, borrow, contended) then
+      return false
+    end
   end
   if lim.conc > 0 then
-    if st[16] >= lim.conc then return false end
-    if not borrow and st[17] >= math.floor(lim.conc / n) then return false end
+    if st[20] >= lim.conc then return false end
+    if not borrow and st[21] >= math.floor(lim.conc / n) then return false end
   end
   return true
 end
@@ -158,9 +167,7 @@ local function settle(model, kind, win, inst, dt, dr)
   local t = redis.call('HINCRBY', key, 'st', dt)
   if t == dt then redis.call('PEXPIREAT', key, (win + 2) * kind.size) end
   local r = hincr(key, 'sr', dr)
-  hincr(key, 'st:' .. inst, dt)
-  hincr(key, 'sr:' .. inst, dr)
-  return t, r
+  return t, r, hincr(key, 'st:' .. inst, dt), hincr(key, 'sr:' .. inst, dr)
 end
 
 -- Puts a counter's new value into a state's text, when there is one to keep current.
@@ -223,15 +230,17 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
         put(text, b + 5, hincr(key, 'or:' .. rec.i, -rec.r))
         put(text, b, hincr(key, 'st', act_t))
         put(text, b + 1, hincr(key, 'sr', act_r))
-        hincr(key, 'st:' .. rec.i, act_t)
-        hincr(key, 'sr:' .. rec.i, act_r)
+        put(text, b + 6, hincr(key, 'st:' .. rec.i, act_t))
+        put(text, b + 7, hincr(key, 'sr:' .. rec.i, act_r))
         refunded = true
       else
         same = 0
         if dt > 0 or dr > 0 then
-          local t, r = settle(rec.m, kind, cur, rec.i, math.max(dt, 0), math.max(dr, 0))
+          local t, r, own_t, own_r = settle(rec.m, kind, cur, rec.i, math.max(dt, 0), math.max(dr, 0))
           put(text, b, t)
           put(text, b + 1, r)
+          put(text, b + 6, own_t)
+          put(text, b + 7, own_r)
         end
       end
     end
@@ -240,10 +249,10 @@ local function close_lease(id, rec, outcome, in_t, out_t, cached_t, req, now, ex
   local own = redis.call('HINCRBY', ik, rec.i, -1)
   if own < 0 then
     redis.call('HSET', ik, rec.i, 0)
-    put(text, 17, 0)
+    put(text, 21, 0)
   else
-    put(text, 16, redis.call('HINCRBY', ik, '_', -1))
-    put(text, 17, own)
+    put(text, 20, redis.call('HINCRBY', ik, '_', -1))
+    put(text, 21, own)
   end
   -- Comparisons, not math.max: max(-0, 0) would print as -0.
   local rt = (refunded and dt < 0) and -dt or 0
