@@ -24,9 +24,8 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import uvloop
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rllocal.processes import RedisServer, poll_until, spawn_module, stop_process
+from rllocal.processes import RedisServer, spawn_module, stop_process, wait_serving
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
@@ -145,25 +144,11 @@ def report(results: dict[int, dict[str, Samples]]) -> int:
     return 1 if errors else 0
 
 
-def wait_serving(port: int) -> None:
-    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-
-        def serving() -> bool:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.RpcError:
-                return False
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-        poll_until(serving, timeout=BOOT_TIMEOUT_S, what=f"port {port} to be SERVING")
-
-
 @contextlib.contextmanager
 def running(module: str, args: list[str], log: Path) -> Iterator[int]:
     proc, port = spawn_module(module, args, log, BOOT_TIMEOUT_S)
     try:
-        wait_serving(port)
+        wait_serving(f"{HOST}:{port}", BOOT_TIMEOUT_S)
         yield port
     finally:
         stop_process(proc)

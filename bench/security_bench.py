@@ -23,10 +23,9 @@ import grpc
 import grpc.aio
 import trustme
 import uvloop
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from proxy_bench import Samples, drive, percentile_ms
 
-from rllocal.processes import RedisServer, poll_until, spawn_module, stop_process
+from rllocal.processes import RedisServer, spawn_module, stop_process, wait_serving
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
 HOST = "127.0.0.1"
@@ -131,18 +130,7 @@ def report(results: dict[int, dict[str, Samples]]) -> int:
 def running(args: list[str], log: Path, credentials: grpc.ChannelCredentials | None) -> Iterator[int]:
     proc, port = spawn_module("rlservice", args, log, BOOT_TIMEOUT_S, env={"RL_LOG_LEVEL": "WARNING"})
     try:
-        address = f"{HOST}:{port}"
-        with grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address) as ch:
-            stub = health_pb2_grpc.HealthStub(ch)
-
-            def serving() -> bool:
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                except grpc.RpcError:
-                    return False
-                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-            poll_until(serving, timeout=BOOT_TIMEOUT_S, what=f"port {port} to be SERVING")
+        wait_serving(f"{HOST}:{port}", BOOT_TIMEOUT_S, credentials)
         yield port
     finally:
         stop_process(proc)

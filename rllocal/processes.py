@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 T = TypeVar("T")
 
@@ -137,6 +139,21 @@ class RedisServer:
 # What a redis-server writes in its --dir: the append-only file (one file up to 6.2, a folder from
 # 7.0) and snapshots.
 REDIS_DATA_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb")
+
+
+def wait_serving(address: str, timeout: float, credentials: grpc.ChannelCredentials | None = None) -> None:
+    """Polls a server's grpc.health.v1 status until it is SERVING."""
+    with grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        def serving() -> bool:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        poll_until(serving, timeout=timeout, what=f"{address} to be SERVING")
 
 
 def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:

@@ -170,9 +170,6 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
                 await _abort(context, e)
             raise
         self._metrics.acquired(grant.model, job_type, grant.waited_ms)
-        # The limiter signals when it reserves the slot, before the lease is on record: once more, so
-        # that the live view shows the lease among active_leases too.
-        self._limiter.changes.notify()
         return pb.AcquireResponse(
             lease_id=grant.lease_id,
             model_id=grant.model,

@@ -247,6 +247,8 @@ class Admission:
         )
         local.leases.add(lease)
         self._leases.arm_expiry(lease)
+        # The reservation was signalled before the lease was on record; the live view counts it now.
+        local.changes.notify()
         return lease
 
     async def _revoke(self, lease_id: str) -> None:
