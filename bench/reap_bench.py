@@ -200,7 +200,7 @@ def ops_of(command: bytes) -> str:
     args = command.decode(errors="replace").split(" ")
     if args[0].upper() != "EVALSHA":
         return args[0].upper()
-    names, i = [], 4
+    names, i = [], 5
     while i + 1 < len(args) and args[i] in OPS and args[i + 1].isdigit():
         names.append(args[i])
         i += 2 + int(args[i + 1])
@@ -275,7 +275,7 @@ async def run(args: argparse.Namespace, work: Path, redis_server: RedisServer) -
         doomed = await boot(config, redis_server.url, work / "doomed.log")
         instances.append(doomed)
         open_seconds = await open_leases(doomed.stub, args.leases, args.open_concurrency)
-        held = await redis.scard("{rl}:il:" + doomed.instance_id)
+        held = await redis.zcard("{rl}:lx:" + doomed.instance_id)
         if held != args.leases:
             raise RuntimeError(f"the instance holds {held} open leases in the ledger, not {args.leases}")
         survivor = await boot(config, redis_server.url, work / "survivor.log")

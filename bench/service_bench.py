@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import grpc
 import grpc.aio
+import redis
 import uvloop
 import yaml
 from prometheus_client import CollectorRegistry
@@ -255,23 +256,38 @@ class Measured:
     server_cpu_us: float
     redis_cpu_us: float
     client_cpu_us: float
+    # RPCs per script call: how many operations a call carried on average.
+    per_script: float
 
     @property
     def rps(self) -> float:
         return self.loaded["total" if "total" in self.loaded else "Call"].rps
 
 
-def measure(args: argparse.Namespace, kind: str, address: str, server_pid: int, redis_pid: int, tag: str) -> Measured:
+def script_calls(redis_server: RedisServer) -> int:
+    """EVALSHA calls Redis has run so far."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        stats = cast(dict[str, dict[str, int]], client.info("commandstats"))
+    return stats.get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def measure(
+    args: argparse.Namespace, kind: str, address: str, server_pid: int, redis_server: RedisServer, tag: str
+) -> Measured:
+    assert redis_server.proc is not None
+    redis_pid = redis_server.proc.pid
     run_load(address, kind, args.warmup, min(args.concurrency, 16), 1, args.max_seconds, f"{tag}-warm")
     before = cpu_seconds(server_pid), cpu_seconds(redis_pid)
+    scripts_before = script_calls(redis_server)
     loaded, client_cpu = run_load(
         address, kind, args.calls, args.concurrency, args.clients, args.max_seconds, f"{tag}-load"
     )
+    scripts = script_calls(redis_server) - scripts_before
     after = cpu_seconds(server_pid), cpu_seconds(redis_pid)
     unloaded, _ = run_load(address, kind, args.unloaded_calls, 1, 1, args.max_seconds, f"{tag}-idle")
     calls = sum(r.calls for m, r in loaded.items() if m != "total")
-    server, redis = ((a - b) / calls * 1e6 for a, b in zip(after, before, strict=True))
-    return Measured(loaded, unloaded, server, redis, client_cpu / calls * 1e6)
+    server, redis_cpu = ((a - b) / calls * 1e6 for a, b in zip(after, before, strict=True))
+    return Measured(loaded, unloaded, server, redis_cpu, client_cpu / calls * 1e6, calls / max(scripts, 1))
 
 
 def start_bare(redis_url: str) -> tuple[mp.process.BaseProcess, int]:
@@ -344,9 +360,9 @@ def report(args: argparse.Namespace, bare: list[Measured], service: list[Measure
     )
     print(table(rows))
     print("\nCPU time per RPC in the loaded run (µs)")
-    print(f"  {'':<10} {'server':>7} {'redis':>7} {'client':>7}")
+    print(f"  {'':<10} {'server':>7} {'redis':>7} {'client':>7}  RPCs per script call")
     for m, target in ((best_bare, "bare"), (best_service, "rlservice")):
-        print(f"  {target:<10} {m.server_cpu_us:7.0f} {m.redis_cpu_us:7.1f} {m.client_cpu_us:7.0f}")
+        print(f"  {target:<10} {m.server_cpu_us:7.0f} {m.redis_cpu_us:7.1f} {m.client_cpu_us:7.0f}  {m.per_script:.1f}")
     redis_us = best_service.redis_cpu_us
     verdict = "meets" if redis_us <= TARGET_REDIS_US else "is above"
     print(
@@ -425,13 +441,13 @@ def main() -> int:
                 )
             assert bare.pid is not None
             for n in range(args.rounds):
-                bare_runs.append(measure(args, "bare", f"{HOST}:{bare_port}", bare.pid, redis_server.proc.pid, f"b{n}"))
+                bare_runs.append(measure(args, "bare", f"{HOST}:{bare_port}", bare.pid, redis_server, f"b{n}"))
                 service_runs.append(
-                    measure(args, "service", f"{HOST}:{service_port}", service.pid, redis_server.proc.pid, f"s{n}")
+                    measure(args, "service", f"{HOST}:{service_port}", service.pid, redis_server, f"s{n}")
                 )
                 if metered is not None:
                     metered_runs.append(
-                        measure(args, "service", f"{HOST}:{metered_port}", metered.pid, redis_server.proc.pid, f"m{n}")
+                        measure(args, "service", f"{HOST}:{metered_port}", metered.pid, redis_server, f"m{n}")
                     )
         finally:
             if metered is not None:

@@ -52,11 +52,12 @@ class Ledger:
         return total, sum(int(v) for k, v in fields.items() if k not in others and not k.startswith("w:"))
 
     def open_leases(self) -> list[str]:
-        """Leases not closed yet (a closed one is kept a while to answer a repeated Release): a closed
-        lease's hash has its outcome, `o`."""
+        """Leases not closed yet (a closed one is kept a while to answer a repeated Release): an open
+        lease's record starts with the line `o`."""
         out = []
         for key in self._r.scan_iter(match=self._key("lease", "*"), count=1000):
-            if not self._r.hexists(key, "o"):
+            record = cast(bytes | None, self._r.get(key))
+            if record is not None and record.startswith(b"o\n"):
                 out.append(_text(key).split(":lease:", 1)[1])
         return out
 

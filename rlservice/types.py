@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -80,8 +81,7 @@ class Snapshot:
     own_settled: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @classmethod
-    def from_reply(cls, seq: int, now_ms: int, state: list[int]) -> Snapshot:
-        s = [int(v) for v in state]
+    def from_reply(cls, seq: int, now_ms: int, s: Sequence[int]) -> Snapshot:
         return cls(
             seq=seq,
             now_ms=now_ms,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -79,8 +80,8 @@ class EventStream:
         if origin == self._own:
             return
         try:
-            event = parse_event(body.decode().split("\n"))
-        except (ValueError, IndexError):
+            event = parse_event(body)
+        except (ValueError, IndexError, struct.error):
             log.error("ignoring a malformed event: %r", data[:200])
             return
         self._on_event(event)

@@ -15,11 +15,14 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as RedisError
 
 from ..types import ModelLimits, Outcome, Snapshot, Usage
+from .wire import CallReply, parse_reply
 from .wire import ClosedLease as ClosedLease
-from .wire import snapshot, states
 
-# Operation files, loaded after lib.lua and before main.lua into one script.
-OPS = ("acquire", "release", "expire", "extend", "register", "heartbeat", "reap", "unregister", "waiting")
+# The script's parts, in order: the hot path and its operations, then the rest, made into a
+# function that a call runs only when it needs one of those operations (cold.lua says why).
+HOT_OPS = ("acquire", "release")
+COLD_OPS = ("expire", "extend", "register", "heartbeat", "reap", "unregister", "waiting")
+OPS = HOT_OPS + COLD_OPS
 
 
 class LedgerUnavailable(Exception):
@@ -64,11 +67,6 @@ class ReleaseReply:
     expires_at_ms: int = 0
 
 
-def _states(r: list[str], at: int) -> dict[str, Snapshot]:
-    found, _ = states(r, at)
-    return {model: snapshot(r[1], r[2], state) for model, state in found.items()}
-
-
 def limits_json(models: dict[str, ModelLimits]) -> str:
     return json.dumps(
         {
@@ -110,15 +108,27 @@ class Ledger:
         self._source = self._script_text()
         self._sha = ""
         self._observe = observe
-        self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[list[str]]]] = []
+        self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[tuple[list[str], CallReply]]]] = []
         self._calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def _script_text() -> str:
         folder = resources.files(__package__).joinpath("scripts")
-        parts = ["lib", *OPS, "main"]
-        return "\n".join(folder.joinpath(f"{name}.lua").read_text() for name in parts)
+
+        def text(names: tuple[str, ...]) -> str:
+            return "\n".join(folder.joinpath(f"{name}.lua").read_text() for name in names)
+
+        return "\n".join(
+            [
+                text(("lib", *HOT_OPS)),
+                "local function cold_ops()",
+                text(("cold", *COLD_OPS)),
+                "return OPS, foreign_news",
+                "end",
+                text(("main",)),
+            ]
+        )
 
     async def load(self) -> None:
         try:
@@ -129,51 +139,56 @@ class Ledger:
 
     # ----- group commit ----------------------------------------------------------------------
 
-    async def _run(self, op: str, *args: Any) -> tuple[str, list[str]]:
-        """Runs one operation; returns its status (the reply's first line) and the reply's lines."""
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+    async def _run(self, op: str, *args: Any) -> tuple[str, list[str], CallReply]:
+        """Runs one operation; returns its status (the reply's first line), the reply's lines and
+        the whole call's reply (the states after it)."""
+        future: asyncio.Future[tuple[list[str], CallReply]] = asyncio.get_running_loop().create_future()
         self._queue.append((op, args, future))
         if self._calls < self.MAX_CALLS:
             self._send_next()
-        reply = await future
-        status = reply[0]
+        lines, call = await future
+        status = lines[0]
         if status == "unregistered":
             raise NotRegistered(self.instance_id)
-        return status, reply
+        return status, lines, call
 
     def _send_next(self) -> None:
-        batch = self._queue[: self.MAX_BATCH]
-        del self._queue[: self.MAX_BATCH]
         self._calls += 1
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        task = asyncio.get_running_loop().create_task(self._send())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _eval(self, argv: list[Any]) -> list[bytes]:
+    async def _eval(self, argv: list[Any]) -> CallReply:
         try:
-            replies: list[bytes] = await self._exec("EVALSHA", self._sha, 1, self._key, *argv)
+            raw = await self._exec("EVALSHA", self._sha, 1, self._key, self.instance_id, *argv)
         except NoScriptError:
             # Redis restarted or flushed its script cache: nothing ran; load once more and retry.
             await self.load()
-            replies = await self._exec("EVALSHA", self._sha, 1, self._key, *argv)
-        return replies
+            raw = await self._exec("EVALSHA", self._sha, 1, self._key, self.instance_id, *argv)
+        return parse_reply(raw)
 
-    async def _send(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[list[str]]]]) -> None:
+    async def _send(self) -> None:
+        # The batch is taken when the task first runs, not when it was created: what the rest of
+        # the loop's turn queued goes along (a turn serves many RPCs at once under load), and an idle
+        # ledger still sends a lone operation at once.
+        await asyncio.sleep(0)
+        batch = self._queue[: self.MAX_BATCH]
+        del self._queue[: self.MAX_BATCH]
         argv: list[Any] = []
         for op, args, _ in batch:
             argv += (op, len(args), *args)
         started = time.perf_counter()
         try:
-            replies = await self._eval(argv)
+            call = await self._eval(argv)
         except (RedisError, OSError, LedgerUnavailable) as e:
             error = e if isinstance(e, LedgerUnavailable) else LedgerUnavailable(f"redis: {e}")
             for _, _, future in batch:
                 if not future.done():
                     future.set_exception(error)
         else:
-            for (_, _, future), reply in zip(batch, replies, strict=True):
+            for (_, _, future), lines in zip(batch, call.replies, strict=True):
                 if not future.done():
-                    future.set_result(reply.decode().split("\n"))
+                    future.set_result((lines, call))
         finally:
             self._calls -= 1
             if self._observe is not None:
@@ -186,15 +201,15 @@ class Ledger:
     async def register(self, models: dict[str, ModelLimits]) -> dict[str, Snapshot] | None:
         """The states after registering, or None while an earlier registration of this id is still
         being closed (call again)."""
-        status, r = await self._run("register", self.instance_id, limits_json(models))
+        status, _, call = await self._run("register", limits_json(models))
         if status == "busy":
             return None
-        return _states(r, 3)
+        return call.snapshots()
 
     async def heartbeat(self) -> tuple[dict[str, Snapshot], bool]:
         """The states, and whether maintenance is waiting (see reap)."""
-        _, r = await self._run("heartbeat", self.instance_id, self._stale)
-        return _states(r, 4), r[3] == "1"
+        _, r, call = await self._run("heartbeat", self._stale)
+        return call.snapshots(), r[1] == "1"
 
     async def reap(self) -> bool:
         """One bounded step of maintenance (removing a stale instance, else freeing expired leases);
@@ -202,26 +217,31 @@ class Ledger:
         wait for the whole step."""
         started = time.perf_counter()
         try:
-            (reply,) = await self._eval(["reap", 1, self._stale])
+            call = await self._eval(["reap", 1, self._stale])
         except (RedisError, OSError) as e:
             raise LedgerUnavailable(f"redis: {e}") from e
         finally:
             if self._observe is not None:
                 self._observe("reap", time.perf_counter() - started)
-        return reply.decode().split("\n")[1] == "1"
+        return call.replies[0][1] == "1"
 
     async def unregister(self) -> bool:
         """One bounded step of leaving; True once this instance is gone from the ledger."""
-        status, _ = await self._run("unregister", self.instance_id)
+        status, _, _ = await self._run("unregister")
         return status == "ok"
 
     async def set_waiting(self, model: str, waiting: bool) -> Snapshot:
         """Records whether this instance has requests waiting for the model (lending stops for the
         others while it has)."""
-        status, r = await self._run("waiting", self.instance_id, model, "1" if waiting else "0")
-        if status == "unknown_model":
+        status, _, call = await self._run("waiting", model, "1" if waiting else "0")
+        return self._state_of(status, call, model)
+
+    @staticmethod
+    def _state_of(status: str, call: CallReply, model: str) -> Snapshot:
+        snap = call.snapshot(model)
+        if status == "unknown_model" or snap is None:
             raise LedgerUnavailable(f"the ledger does not know model {model!r}")
-        return snapshot(r[1], r[2], r[3])
+        return snap
 
     async def acquire(
         self,
@@ -235,9 +255,8 @@ class Ledger:
         lend: bool,
         peek: bool,
     ) -> AcquireReply:
-        status, r = await self._run(
+        status, r, call = await self._run(
             "acquire",
-            self.instance_id,
             model,
             job_id,
             job_type,
@@ -248,28 +267,29 @@ class Ledger:
             "1" if lend else "0",
             "1" if peek else "0",
         )
-        if status == "unknown_model":
-            raise LedgerUnavailable(f"the ledger does not know model {model!r}")
-        snap = snapshot(r[1], r[2], r[3])
-        if status == "granted":
-            return AcquireReply(status, snap, expires_at_ms=int(r[4]))
         if status == "existing":
+            # The lease id, then its open record: owner, model, job type, windows, estimates,
+            # expiry, job id.
             lease = OpenLease(
-                lease_id=r[4],
-                owner=r[5],
-                model=r[6],
-                job_type=r[7],
-                minute_window=int(r[8]),
-                day_window=int(r[9]),
-                estimate_tokens=int(r[10]),
-                estimate_requests=int(r[11]),
-                expires_at_ms=int(r[12]),
+                lease_id=r[1],
+                owner=r[2],
+                model=r[3],
+                job_type=r[4],
+                minute_window=int(r[5]),
+                day_window=int(r[6]),
+                estimate_tokens=int(r[7]),
+                estimate_requests=int(r[8]),
+                expires_at_ms=int(r[9]),
             )
+            snap = self._state_of(status, call, lease.model)
             return AcquireReply(status, snap, expires_at_ms=lease.expires_at_ms, existing=lease)
+        snap = self._state_of(status, call, model)
+        if status == "granted":
+            return AcquireReply(status, snap, expires_at_ms=int(r[1]))
         return AcquireReply(status, snap)
 
     async def release(self, lease_id: str, outcome: Outcome, usage: Usage) -> ReleaseReply:
-        status, r = await self._run(
+        status, r, call = await self._run(
             "release",
             lease_id,
             int(outcome),
@@ -277,25 +297,25 @@ class Ledger:
             usage.output_tokens,
             usage.cached_tokens,
             usage.request_count,
-            self.instance_id,
         )
-        return self._closing_reply(status, r)
+        return self._closing_reply(status, r, call)
 
     async def expire(self, lease_id: str) -> ReleaseReply:
-        status, r = await self._run("expire", lease_id, self.instance_id)
+        status, r, call = await self._run("expire", lease_id)
         if status == "extended":
             return ReleaseReply("extended", expires_at_ms=int(r[1]))
-        return self._closing_reply(status, r)
+        return self._closing_reply(status, r, call)
 
     @staticmethod
-    def _closing_reply(status: str, r: list[str]) -> ReleaseReply:
+    def _closing_reply(status: str, r: list[str], call: CallReply) -> ReleaseReply:
         if status == "unknown":
             return ReleaseReply(status)
+        closed = ClosedLease.from_lines(r, 1)
         if status == "closed":
-            return ReleaseReply(status, closed=ClosedLease.from_lines(r, 1))
-        return ReleaseReply(status, closed=ClosedLease.from_lines(r, 4), snapshot=snapshot(r[1], r[2], r[3]))
+            return ReleaseReply(status, closed=closed)
+        return ReleaseReply(status, closed=closed, snapshot=call.snapshot(closed.model))
 
     async def extend(self, lease_id: str, ttl_ms: int) -> tuple[str, int]:
         """Returns (status, expires_at_ms); status is extended, closed or unknown."""
-        status, r = await self._run("extend", lease_id, ttl_ms)
+        status, r, _ = await self._run("extend", lease_id, ttl_ms)
         return status, int(r[1]) if status == "extended" else 0

@@ -1,15 +1,25 @@
-"""The ledger's text replies and events: fields one a line, states as comma-separated integers,
-closed leases as 20 lines (the job id last). Job ids, model and job type names never hold a line
-break (the API and the configuration refuse them), so a line is always one field."""
+"""The ledger's replies and events.
+
+A script call replies flat: seq, now, a count K, then K pairs of model and packed state, then one text
+per operation, its fields one a line. States are 23 big-endian signed 64-bit integers (lib.lua:
+state), packed so that the script never formats a number. A closed lease is 19 lines: its id, then
+the closed record (lib.lua: close_lease); refunds and overage are derived here from the estimate and
+the actual usage. Job ids, model and job type names never hold a line break (the API and the
+configuration refuse them), so a line is always one field."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..types import Outcome, Snapshot, Usage
 
-CLOSED_LINES = 20
+CLOSED_LINES = 19
+_STATE = struct.Struct(">23q")
+
+State = tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +46,20 @@ class ClosedLease:
 
     @classmethod
     def from_lines(cls, f: Sequence[str], at: int = 0) -> ClosedLease:
-        """The record whose first line is f[at] (lib.lua: close_lease, closed_text)."""
+        """The record whose first line (the lease id) is f[at]: owner, model, job type, windows,
+        estimates, expiry, job id, outcome, same window, expired, refunded, tracked, then the usage
+        as reported (input, output, cached tokens, requests)."""
+        est_t, est_r = int(f[at + 6]), int(f[at + 7])
+        outcome = Outcome(int(f[at + 10]))
+        actual = Usage(int(f[at + 18]), int(f[at + 15]), int(f[at + 16]), int(f[at + 17]))
+        if outcome is Outcome.FAILED_UNKNOWN_USAGE:
+            dt, dr = 0, 0
+        else:
+            dt = actual.input_tokens + actual.output_tokens + actual.cached_tokens - est_t
+            dr = actual.request_count - est_r
+        # Only a window still open gives back what was not used; an overage counts wherever the
+        # model has a window limit.
+        refunded, tracked = f[at + 13] == "1", f[at + 14] == "1"
         return cls(
             lease_id=f[at],
             owner=f[at + 1],
@@ -44,29 +67,47 @@ class ClosedLease:
             job_type=f[at + 3],
             minute_window=int(f[at + 4]),
             day_window=int(f[at + 5]),
-            estimate_tokens=int(f[at + 6]),
-            estimate_requests=int(f[at + 7]),
-            outcome=Outcome(int(f[at + 8])),
-            same_window=f[at + 9] == "1",
-            expired=f[at + 10] == "1",
-            refunded_tokens=int(f[at + 11]),
-            refunded_requests=int(f[at + 12]),
-            overage_tokens=int(f[at + 13]),
-            overage_requests=int(f[at + 14]),
-            actual=Usage(int(f[at + 18]), int(f[at + 15]), int(f[at + 16]), int(f[at + 17])),
-            job_id=f[at + 19],
+            estimate_tokens=est_t,
+            estimate_requests=est_r,
+            job_id=f[at + 9],
+            outcome=outcome,
+            same_window=f[at + 11] == "1",
+            expired=f[at + 12] == "1",
+            refunded_tokens=-dt if refunded and dt < 0 else 0,
+            refunded_requests=-dr if refunded and dr < 0 else 0,
+            overage_tokens=dt if tracked and dt > 0 else 0,
+            overage_requests=dr if tracked and dr > 0 else 0,
+            actual=actual,
         )
 
 
-def snapshot(seq: str | int, now: str | int, state: str) -> Snapshot:
-    return Snapshot.from_reply(int(seq), int(now), [int(v) for v in state.split(",")])
+def snapshot(seq: int, now: int, state: State) -> Snapshot:
+    return Snapshot.from_reply(seq, now, state)
 
 
-def states(f: Sequence[str], at: int) -> tuple[dict[str, str], int]:
-    """A count, then model and state lines; returns {model: state text} and the next position."""
-    count = int(f[at])
-    out = {f[at + 1 + 2 * i]: f[at + 2 + 2 * i] for i in range(count)}
-    return out, at + 1 + 2 * count
+@dataclass(frozen=True, slots=True)
+class CallReply:
+    """A script call's reply: the sequence number and Redis time after it, the calling instance's
+    state of every model it touched, and each operation's lines."""
+
+    seq: int
+    now: int
+    states: dict[str, State]
+    replies: list[list[str]]
+
+    def snapshot(self, model: str) -> Snapshot | None:
+        state = self.states.get(model)
+        return None if state is None else Snapshot.from_reply(self.seq, self.now, state)
+
+    def snapshots(self) -> dict[str, Snapshot]:
+        return {model: Snapshot.from_reply(self.seq, self.now, state) for model, state in self.states.items()}
+
+
+def parse_reply(raw: Sequence[Any]) -> CallReply:
+    count = int(raw[2])
+    states = {raw[3 + 2 * i].decode(): _STATE.unpack(raw[4 + 2 * i]) for i in range(count)}
+    replies = [r.decode().split("\n") for r in raw[3 + 2 * count :]]
+    return CallReply(int(raw[0]), int(raw[1]), states, replies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +117,25 @@ class Event:
     kind: str
     seq: int
     owner: str | None
-    states: dict[str, str]
+    states: dict[str, State]
     closed: list[ClosedLease]
     gone: list[str]
 
 
-def parse_event(f: Sequence[str]) -> Event:
-    """An event's lines after its origin."""
+def parse_event(body: bytes) -> Event:
+    """An event after its origin's line: kind, seq, owner, the states' models, the closed leases, the
+    instances gone, one a line; then the packed states."""
+    count = int(body.split(b"\n", 4)[3])
+    end = len(body) - count * _STATE.size
+    f = body[:end].decode().split("\n")
     kind, seq, owner = f[0], int(f[1]), f[2]
-    found, at = states(f, 3)
+    names = f[4 : 4 + count]
+    at = 4 + count
     closed = []
     for _ in range(int(f[at])):
         closed.append(ClosedLease.from_lines(f, at + 1))
         at += CLOSED_LINES
     at += 1
     gone = list(f[at + 1 : at + 1 + int(f[at])])
-    return Event(kind, seq, None if owner == "-" else owner, found, closed, gone)
+    states = {name: _STATE.unpack_from(body, end + i * _STATE.size) for i, name in enumerate(names)}
+    return Event(kind, seq, None if owner == "-" else owner, states, closed, gone)

@@ -26,7 +26,7 @@ INSTANCES = "{rl}:instances"
 
 
 def index_key(instance_id: str) -> str:
-    return "{rl}:il:" + instance_id
+    return "{rl}:lx:" + instance_id
 
 
 async def open_leases(harness: Harness, port: int, count: int) -> None:
@@ -60,7 +60,7 @@ async def test_each_reaping_call_closes_at_most_one_batch_and_reaping_finishes(h
     dead = harness.boot_instance(0, "expiry", ROOMY)
     await open_leases(harness, dead.port, LEASES)
     client = harness.redis()
-    assert client.scard(index_key(dead.instance_id)) == LEASES
+    assert client.zcard(index_key(dead.instance_id)) == LEASES
     assert committed(harness) == (0, LEASES * ESTIMATE)
     assert in_flight(harness)["_"] == LEASES
     harness.kill_instance(dead.port)
@@ -81,7 +81,7 @@ async def test_each_reaping_call_closes_at_most_one_batch_and_reaping_finishes(h
         while client.zscore(INSTANCES, dead.instance_id) is not None:
             more = await ledger.reap()
             calls += 1
-            now_left = client.scard(index_key(dead.instance_id))
+            now_left = client.zcard(index_key(dead.instance_id))
             closed = left - now_left
             assert 0 < closed <= BATCH, f"call {calls} closed {closed} leases"
             left = now_left
@@ -97,7 +97,7 @@ async def test_each_reaping_call_closes_at_most_one_batch_and_reaping_finishes(h
         assert not more
         assert calls == math.ceil(LEASES / BATCH)
         assert client.zcard(INSTANCES) == 0
-        assert client.scard(index_key(dead.instance_id)) == 0
+        assert client.zcard(index_key(dead.instance_id)) == 0
         assert committed(harness) == (LEASES * ESTIMATE, 0)
         assert in_flight(harness) == {"_": 0}
         assert not await ledger.reap()
@@ -117,7 +117,7 @@ async def test_a_survivor_finishes_the_removal_by_itself(harness: Harness) -> No
     await open_leases(harness, survivor.port, own)
     await open_leases(harness, dead.port, LEASES)
     client = harness.redis()
-    assert client.scard(index_key(dead.instance_id)) == LEASES
+    assert client.zcard(index_key(dead.instance_id)) == LEASES
     harness.kill_instance(dead.port)
 
     async def removed() -> bool:
@@ -125,6 +125,6 @@ async def test_a_survivor_finishes_the_removal_by_itself(harness: Harness) -> No
         return alone and client.zcard(INSTANCES) == 1 and in_flight(harness) == {"_": own, survivor.instance_id: own}
 
     await eventually(removed, timeout=30, what="the survivor to remove the killed instance")
-    assert client.scard(index_key(dead.instance_id)) == 0
-    assert client.scard(index_key(survivor.instance_id)) == own
+    assert client.zcard(index_key(dead.instance_id)) == 0
+    assert client.zcard(index_key(survivor.instance_id)) == own
     assert client.zscore(INSTANCES, survivor.instance_id) != 0

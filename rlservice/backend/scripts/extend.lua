@@ -1,12 +1,13 @@
--- a: lease_id, ttl_ms. Replies extended, expires_at | closed, closed | unknown
-OPS.extend = function(a, now)
-  local id, ttl = a[1], tonumber(a[2])
-  local rec, reply = find_open(id)
+-- Replies extended, expires_at | closed, closed | unknown
+OPS.extend = function(lease_id, ttl)
+  local rec, reply = find_open(lease_id)
   if not rec then return reply end
-  if rec.x <= now then return {'unknown'} end
-  local expires = now + ttl
-  redis.call('HSET', lkey(id), 'x', expires)
-  redis.call('ZADD', K_LEXP, expires, id)
-  if rec.jid ~= '' then redis.call('PEXPIRE', jkey(rec.jid), ttl) end
-  return {'extended', expires}
+  if rec.x <= NOW then return 'unknown' end
+  local x = expiry(ttl)
+  local i, m, j = string.match(rec.body, '^([^\n]*)\n([^\n]*)\n([^\n]*)')
+  redis.call('SET', lkey(lease_id),
+             'o\n' .. i .. '\n' .. m .. '\n' .. j .. '\n' .. rec.mw .. '\n' .. rec.dw .. '\n' .. rec.t .. '\n' .. rec.r
+               .. '\n' .. x .. '\n' .. rec.jid)
+  redis.call('ZADD', xkey(rec.i), x, lease_id)
+  return 'extended\n' .. x
 end

@@ -1,13 +1,18 @@
--- a: stale_ms. One bounded step of maintenance: removing the oldest stale instance, else freeing
--- one batch of expired leases, whoever holds them. Replies ok, more_waiting
-OPS.reap = function(a, now)
-  local stale_ms = tonumber(a[1])
-  local dead = stale(now, stale_ms)
+-- One bounded step of maintenance: removing the oldest stale instance, else freeing one batch of
+-- the calling instance's expired leases. Replies ok, more_waiting
+OPS.reap = function(stale_ms)
+  stale_ms = tonumber(stale_ms)
+  local dead = stale(stale_ms)
   if dead then
-    remove_step(dead, now, '-')
+    remove_step(dead, '-')
   else
-    local expired = sweep(now)
-    if #expired > 0 then publish('-', 'release', bump(), nil, all_states('', now), expired, {}) end
+    sync()
+    local expired = sweep()
+    if #expired > 0 then
+      sync()
+      local names, packed = all_states('')
+      publish('-', 'release', bump(), nil, names, packed, expired, {})
+    end
   end
-  return {'ok', (stale(now, stale_ms) or expired_left(now)) and 1 or 0}
+  return (stale(stale_ms) or expired_left()) and 'ok\n1' or 'ok\n0'
 end

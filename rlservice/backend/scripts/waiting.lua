@@ -1,20 +1,17 @@
--- a: instance, model, flag ('1' when the instance has requests waiting for the model, '0' when not).
--- While another instance has waiters, nobody borrows beyond its share.
--- Replies ok, seq, now, state | unregistered | unknown_model
-OPS.waiting = function(a, now)
-  local inst, model, flag = a[1], a[2], a[3] == '1'
-  if not redis.call('ZSCORE', K_INST, inst) then return {'unregistered'} end
-  local lim = limits_of(model)
-  if not lim then return {'unknown_model'} end
-  local ik = ikey(model)
-  local had = redis.call('HEXISTS', ik, 'w:' .. inst) == 1
-  if had ~= flag then
-    if flag then redis.call('HSET', ik, 'w:' .. inst, 1) else redis.call('HDEL', ik, 'w:' .. inst) end
-    redis.call('HINCRBY', ik, 'w', flag and 1 or -1)
+-- flag: '1' when the instance has requests waiting for the model, '0' when not. While another
+-- instance has waiters, nobody borrows beyond its share.
+-- Replies ok | unregistered | unknown_model
+OPS.waiting = function(name, flag)
+  if not redis.call('ZSCORE', K_INST, ME) then return 'unregistered' end
+  local m = model(name)
+  if not m then return 'unknown_model' end
+  local want = flag == '1' and 1 or 0
+  -- The others take only the waiter count from the news: the own fields are the sender's.
+  touch(name, m.ow ~= want)
+  if m.ow ~= want then
+    if want == 1 then redis.call('HSET', m.ik, F_W, 1) else redis.call('HDEL', m.ik, F_W) end
+    m.w, m.ow = redis.call('HINCRBY', m.ik, 'w', want == 1 and 1 or -1), want
+    CHANGED = true
   end
-  local q = had ~= flag and bump() or seq()
-  local _, _, state = model_state(model, inst, now)
-  -- Receivers take only the waiter count from it: the own fields are the sender's.
-  if had ~= flag then publish(inst, 'waiting', q, nil, one_state(model, state), {}, {}) end
-  return {'ok', q, now, csv(state)}
+  return 'ok'
 end

@@ -1,0 +1,129 @@
+-- Everything but Acquire and Release, made only in a call that needs it (ledger.py wraps this text
+-- and the cold op files in a function): defining it costs Redis as much as running an Acquire.
+local OPS = {}
+-- The most leases one operation closes when removing an instance or sweeping expired leases: a few
+-- milliseconds of Redis at most, so that every other call waits no longer than that.
+local BATCH = 32
+
+-- Code below works on the counters without the tables: it writes them back first and drops them.
+local function sync()
+  flush()
+  MS, N, REG = {}, nil, nil
+end
+
+-- A model's state as inst sees it (own fields 0 for inst == ''), packed.
+local function pack_for(m, inst)
+  if inst == ME then return pack(m) end
+  local own = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  if inst ~= '' then
+    for k, w in ipairs({m.wm, m.wd}) do
+      if w then
+        local v = redis.call('HMGET', w.key, 'ot:' .. inst, 'or:' .. inst, 'st:' .. inst, 'sr:' .. inst)
+        for j = 1, 4 do own[(k - 1) * 4 + j] = tonumber(v[j]) or 0 end
+      end
+    end
+    local v = redis.call('HMGET', m.ik, inst, 'w:' .. inst)
+    own[9], own[10] = tonumber(v[1]) or 0, v[2] and 1 or 0
+  end
+  local a, b = m.wm or NO_WINDOW, m.wd or NO_WINDOW
+  return struct.pack(STATE, WM, WD, live(), a.st, a.sr, a.ot, a.oq, own[1], own[2], own[3], own[4],
+                     b.st, b.sr, b.ot, b.oq, own[5], own[6], own[7], own[8], m.fl, own[9], m.w, own[10])
+end
+
+-- Every model's state for inst: names and packed states.
+local function all_states(inst)
+  local names, packed = {}, {}
+  for _, name in ipairs(redis.call('SMEMBERS', K_MODELS)) do
+    local m = model(name)
+    if m then
+      names[#names + 1] = name
+      packed[#packed + 1] = pack_for(m, inst)
+    end
+  end
+  return names, packed
+end
+
+local function touch_all()
+  for _, name in ipairs(redis.call('SMEMBERS', K_MODELS)) do touch(name) end
+end
+
+-- Leases of other instances closed by a call: each owner hears of its own at once, with its state.
+local function foreign_news(closed)
+  flush()
+  for _, c in ipairs(closed) do
+    local rec, text = c[1], c[2]
+    local m = model(rec.m)
+    publish(ME, 'release', bump(), rec.i, m and {rec.m} or {}, m and {pack_for(m, rec.i)} or {}, {text}, {})
+  end
+end
+
+-- Closes at most one batch of an instance's open leases at their estimate; true once none is left.
+local function close_batch(inst)
+  local key = xkey(inst)
+  for _, id in ipairs(redis.call('ZRANGE', key, 0, BATCH - 1)) do
+    local rec = find_open(id)
+    if rec then
+      close_lease(rec, '3', '0', '0', '0', '0', true)
+    else
+      redis.call('ZREM', key, id)
+    end
+  end
+  return redis.call('ZCARD', key) == 0
+end
+
+-- The last step of a removal, once the instance holds no open lease: its per-model fields go, and
+-- N drops. Work per model, bounded by the configuration.
+local function drop_instance(inst)
+  sync()
+  for _, name in ipairs(redis.call('SMEMBERS', K_MODELS)) do
+    redis.call('HDEL', P .. ':w:' .. name .. ':m:' .. WM, 'ot:' .. inst, 'or:' .. inst)
+    redis.call('HDEL', P .. ':w:' .. name .. ':d:' .. WD, 'ot:' .. inst, 'or:' .. inst)
+    local ik = P .. ':model:' .. name
+    local f = redis.call('HMGET', ik, inst, 'w:' .. inst)
+    local c = tonumber(f[1]) or 0
+    if c > 0 then redis.call('HINCRBY', ik, '_', -c) end
+    if f[2] then redis.call('HINCRBY', ik, 'w', -1) end
+    redis.call('HDEL', ik, inst, 'w:' .. inst)
+  end
+  redis.call('ZREM', K_INST, inst)
+end
+
+-- One step of removing inst (a stale one, a restart of the same id, a clean stop): marks it as
+-- leaving (score 0: its heartbeats are refused from now on), closes one batch of its leases and,
+-- when none is left, drops it. Returns true when it is gone. Capacity stays committed while leases
+-- remain; N drops only at the end.
+local function remove_step(inst, origin)
+  sync()
+  if not redis.call('ZSCORE', K_INST, inst) then return true end
+  redis.call('ZADD', K_INST, 'XX', 0, inst)
+  local done = close_batch(inst)
+  sync()
+  if done then drop_instance(inst) end
+  local names, packed = all_states('')
+  publish(origin, done and 'gone' or 'reap', bump(), nil, names, packed, {}, done and {inst} or {})
+  sync()
+  return done
+end
+
+local function stale(stale_ms)
+  return redis.call('ZRANGEBYSCORE', K_INST, '-inf', NOW - stale_ms, 'LIMIT', 0, 1)[1]
+end
+
+local function expired_left()
+  return #redis.call('ZRANGEBYSCORE', xkey(ME), '-inf', NOW, 'LIMIT', 0, 1) > 0
+end
+
+-- Frees at most one batch of the calling instance's leases whose expiry has passed; returns their
+-- closed records.
+local function sweep()
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', xkey(ME), '-inf', NOW, 'LIMIT', 0, BATCH)) do
+    local rec = find_open(id)
+    if rec then
+      out[#out + 1] = close_lease(rec, '3', '0', '0', '0', '0', true)
+    else
+      redis.call('ZREM', xkey(ME), id)
+    end
+  end
+  return out
+end

@@ -1,0 +1,81 @@
+"""The ledger's reply and event formats, as lib.lua writes them."""
+
+from __future__ import annotations
+
+import struct
+
+from rlservice.backend.wire import ClosedLease, parse_event, parse_reply
+from rlservice.types import Outcome, Usage
+
+STATE = struct.Struct(">23q")
+
+
+def closed_lines(
+    outcome: int, actual: tuple[int, int, int, int], same: str = "1", refunded: str = "1", tracked: str = "1"
+) -> list[str]:
+    """A closed record: id, owner, model, job type, windows, estimates (1000 tokens, 1 request),
+    expiry, job id, outcome, same, expired, refunded, tracked, input, output, cached, requests."""
+    body = ["A/l1", "A", "gpt", "small", "100", "2", "1000", "1", "6000000", "job-1"]
+    return [*body, str(outcome), same, "0", refunded, tracked, *(str(v) for v in actual)]
+
+
+def test_a_release_below_the_estimate_is_refunded() -> None:
+    closed = ClosedLease.from_lines(closed_lines(1, (300, 200, 100, 1)))
+    assert (closed.refunded_tokens, closed.refunded_requests) == (400, 0)
+    assert (closed.overage_tokens, closed.overage_requests) == (0, 0)
+    assert closed.actual == Usage(request_count=1, input_tokens=300, output_tokens=200, cached_tokens=100)
+    assert (closed.lease_id, closed.owner, closed.model, closed.job_type, closed.job_id) == (
+        "A/l1",
+        "A",
+        "gpt",
+        "small",
+        "job-1",
+    )
+    assert (closed.minute_window, closed.day_window, closed.estimate_tokens, closed.estimate_requests) == (
+        100,
+        2,
+        1000,
+        1,
+    )
+
+
+def test_an_overage_counts_even_when_the_window_has_closed() -> None:
+    closed = ClosedLease.from_lines(closed_lines(2, (1500, 0, 0, 3), same="0", refunded="0"))
+    assert closed.outcome is Outcome.FAILED_WITH_USAGE
+    assert not closed.same_window
+    assert (closed.overage_tokens, closed.overage_requests) == (500, 2)
+    assert (closed.refunded_tokens, closed.refunded_requests) == (0, 0)
+
+
+def test_a_closed_window_refunds_nothing_and_untracked_models_have_no_overage() -> None:
+    late = ClosedLease.from_lines(closed_lines(1, (10, 0, 0, 1), same="0", refunded="0"))
+    assert (late.refunded_tokens, late.overage_tokens) == (0, 0)
+    untracked = ClosedLease.from_lines(closed_lines(1, (5000, 0, 0, 1), refunded="0", tracked="0"))
+    assert (untracked.refunded_tokens, untracked.overage_tokens) == (0, 0)
+
+
+def test_unknown_usage_settles_the_estimate() -> None:
+    closed = ClosedLease.from_lines(closed_lines(3, (0, 0, 0, 0)))
+    assert closed.outcome is Outcome.FAILED_UNKNOWN_USAGE
+    assert (closed.refunded_tokens, closed.overage_tokens, closed.overage_requests) == (0, 0, 0)
+
+
+def test_a_call_reply_carries_states_then_one_text_per_operation() -> None:
+    state = tuple(range(23))
+    raw = [9, 1234, 1, b"gpt", STATE.pack(*state), b"granted\n5000", b"denied"]
+    call = parse_reply(raw)
+    assert call.replies == [["granted", "5000"], ["denied"]]
+    snap = call.snapshot("gpt")
+    assert snap is not None
+    assert (snap.seq, snap.now_ms, snap.minute_window, snap.own_waiting) == (9, 1234, 0, 22)
+    assert call.snapshot("other") is None
+
+
+def test_an_event_keeps_its_packed_states_apart_from_its_lines() -> None:
+    # Packed integers may hold line breaks (10 is "\n"): the states are read by their size.
+    state = (10,) * 23
+    lines = ["change", "7", "B", "1", "gpt", "1", *closed_lines(1, (10, 0, 0, 1)), "1", "C"]
+    event = parse_event(("\n".join(lines) + "\n").encode() + STATE.pack(*state))
+    assert (event.kind, event.seq, event.owner, event.gone) == ("change", 7, "B", ["C"])
+    assert event.states == {"gpt": state}
+    assert [c.lease_id for c in event.closed] == ["A/l1"]
