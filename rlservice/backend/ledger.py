@@ -171,7 +171,6 @@ class Ledger:
         # The batch is taken when the task first runs, not when it was created: what the rest of
         # the loop's turn queued goes along (a turn serves many RPCs at once under load), and an idle
         # ledger still sends a lone operation at once.
-        await asyncio.sleep(0)
         batch = self._queue[: self.MAX_BATCH]
         del self._queue[: self.MAX_BATCH]
         argv: list[Any] = []

@@ -1,0 +1,162 @@
+"""What the ledger script costs Redis, counted in instructions under callgrind.
+
+Wall-clock Redis CPU moves with whatever else shares the machine; instruction counts do not: the same
+redis-server, script and calls give the same count on a quiet or a loaded machine. This runs a
+redis-server under `valgrind --tool=callgrind` for each workload, drives it with plain EVALSHA calls
+(no instance, no gRPC), and subtracts a run that only starts, loads the script and registers one
+instance. It reports instructions per script call and per operation for:
+
+- a trivial script (`return 1`), the floor of any EVALSHA;
+- the ledger with no operation (what every call pays before its first operation);
+- Acquire + Release pairs, one operation a call and in batches of 4 and 8 (group commit), with what
+  a call costs on its own and what each operation adds.
+
+Needs valgrind (Debian's package). About a minute per workload.
+
+    python bench/script_cost.py [--calls 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from rllocal.processes import free_port, redis_server_binary
+from rlservice.backend.ledger import Ledger, limits_json
+from rlservice.types import ModelLimits
+
+PREFIX = "{bench}"
+INSTANCE = "bench-instance"
+MODEL = "bench-model"
+LIMITS = limits_json({MODEL: ModelLimits((10**12, 10**10, None, None), None)})
+
+Workload = Callable[[redis.Redis, str], None]
+
+
+def instructions(workload: Workload, work: Path) -> int:
+    """Instructions redis-server ran in all, from its start to its shutdown, around the workload."""
+    out = work / f"callgrind.{time.monotonic_ns()}.out"
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=120)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("redis-server under valgrind did not start") from None
+            time.sleep(0.1)
+    sha = str(client.script_load(Ledger._script_text()))
+    client.evalsha(sha, 1, PREFIX, INSTANCE, "register", 1, LIMITS)
+    workload(client, sha)
+    # The server closes the connection as it shuts down.
+    with contextlib.suppress(redis.ConnectionError):
+        client.shutdown(nosave=True)
+    proc.wait(120)
+    for line in out.read_text().splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out}")
+
+
+def acquire(n: int) -> list[str | int]:
+    return ["acquire", 9, MODEL, f"job-{n}", "small", f"{INSTANCE}/lease-{n}", 100, 1, 3_600_000, "0", "0"]
+
+
+def release(n: int) -> list[str | int]:
+    return ["release", 6, f"{INSTANCE}/lease-{n}", 1, 40, 30, 0, 1]
+
+
+def pairs(calls: int, batch: int) -> Workload:
+    """calls / 2 script calls of `batch` Acquires, each followed by one of their Releases."""
+
+    def run(client: redis.Redis, sha: str) -> None:
+        for c in range(calls // 2):
+            numbers = range(c * batch, (c + 1) * batch)
+            client.evalsha(sha, 1, PREFIX, INSTANCE, *[a for n in numbers for a in acquire(n)])
+            client.evalsha(sha, 1, PREFIX, INSTANCE, *[a for n in numbers for a in release(n)])
+
+    return run
+
+
+def repeat(calls: int, script: str | None) -> Workload:
+    """calls script calls with no operation: of `script`, or of the ledger when None."""
+
+    def run(client: redis.Redis, sha: str) -> None:
+        if script is not None:
+            sha = str(client.script_load(script))
+        for _ in range(calls):
+            client.evalsha(sha, 1, PREFIX, INSTANCE)
+
+    return run
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--calls", type=int, default=1000, help="script calls per workload (default 1000)")
+    args = p.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    calls: int = args.calls
+    with tempfile.TemporaryDirectory(prefix="rl-script-cost-") as tmp:
+        work = Path(tmp)
+        base = instructions(lambda client, sha: None, work)
+
+        def per_call(workload: Workload) -> float:
+            return (instructions(workload, work) - base) / calls
+
+        trivial = per_call(repeat(calls, "return 1"))
+        empty = per_call(repeat(calls, None))
+        rows = [("trivial script (return 1)", trivial, 1), ("ledger, no operation", empty, 0)]
+        batched = {}
+        for batch in (1, 4, 8):
+            cost = per_call(pairs(calls, batch))
+            batched[batch] = cost
+            rows.append((f"Acquire or Release, {batch} a call", cost, batch))
+    print(f"redis-server {redis_server_binary()}; {calls} script calls per workload; instructions under callgrind")
+    print(f"{'workload':<32} {'per call':>10} {'per op':>10}")
+    for label, cost, ops in rows:
+        per_op = f"{cost / ops:,.0f}" if ops else "-"
+        print(f"{label:<32} {cost:>10,.0f} {per_op:>10}")
+    each = (batched[8] - batched[1]) / 7
+    fixed = batched[1] - each
+    print(
+        f"\na call costs {fixed:,.0f} on its own ({fixed / trivial:.1f} trivial EVALSHAs) and each operation "
+        f"adds {each:,.0f} ({each / trivial:.1f}); with B operations a call, an RPC costs "
+        f"{fixed:,.0f} / B + {each:,.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
