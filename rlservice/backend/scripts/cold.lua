@@ -1,5 +1,6 @@
 -- Everything but Acquire and Release, made only in a call that needs it (ledger.py wraps this text
--- and the cold op files in a function): defining it costs Redis as much as running an Acquire.
+-- and the cold op files in a function): made on every call, it would cost Redis about as much as an
+-- operation does.
 local OPS = {}
 -- The most leases one operation closes when removing an instance or sweeping expired leases: a few
 -- milliseconds of Redis at most, so that every other call waits no longer than that.
