@@ -152,6 +152,33 @@ async def test_refunds_across_two_instances_come_back_to_both(harness: Harness) 
     assert window_total(harness, "model-alpha")["st"] == 76_000
 
 
+async def test_a_release_sent_to_another_instance_settles_for_the_owner(harness: Harness) -> None:
+    owner = harness.boot_instance(0, "slotCalculation")
+    other = harness.boot_instance(0, "slotCalculation")
+    await eventually(lambda: _instances(harness, owner.port, 2), what="two instances")
+    await harness.within_one_window()
+    lease = await harness.acquire(owner.port, "jobTypeA")
+    reply = await harness.release(other.port, lease.lease_id, actual=used(2000))
+    assert (reply.refunded_tokens, reply.overage_tokens, reply.same_window) == (8000, 0, True)
+    # The usage is the owner's: its own counters move, not the releasing instance's.
+    totals = window_total(harness, "model-alpha")
+    assert (totals["st"], totals["ot"]) == (2000, 0)
+    assert (totals[f"st:{owner.instance_id}"], totals[f"ot:{owner.instance_id}"]) == (2000, 0)
+    assert totals.get(f"st:{other.instance_id}", 0) == 0
+    assert harness.in_flight("model-alpha")["_"] == 0
+    assert harness.in_flight("model-alpha")[owner.instance_id] == 0
+
+    async def owner_settled() -> bool:
+        return (await harness.allocation(owner.port)).active_leases == 0
+
+    await eventually(owner_settled, what="the owner to hear that its lease closed")
+    # (100 000 - 2 000) / 2 on both.
+    await eventually(lambda: _tpm(harness, owner.port, 49_000), what="the owner's pool")
+    await eventually(lambda: _tpm(harness, other.port, 49_000), what="the other instance's pool")
+    again = await harness.release(owner.port, lease.lease_id, actual=used(2000))
+    assert (again.refunded_tokens, again.same_window) == (8000, True)
+
+
 async def _tpm(harness: Harness, port: int, value: int) -> bool:
     return (await pool(harness, port, "model-alpha")).tokens_per_minute == value
 
