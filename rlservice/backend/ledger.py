@@ -203,12 +203,12 @@ class Ledger:
         status, _, call = await self._run("register", limits_json(models))
         if status == "busy":
             return None
-        return call.snapshots()
+        return call.snapshots
 
     async def heartbeat(self) -> tuple[dict[str, Snapshot], bool]:
         """The states, and whether maintenance is waiting (see reap)."""
         _, r, call = await self._run("heartbeat", self._stale)
-        return call.snapshots(), r[1] == "1"
+        return call.snapshots, r[1] == "1"
 
     async def reap(self) -> bool:
         """One bounded step of maintenance (removing a stale instance, else freeing expired leases);
@@ -237,7 +237,7 @@ class Ledger:
 
     @staticmethod
     def _state_of(status: str, call: CallReply, model: str) -> Snapshot:
-        snap = call.snapshot(model)
+        snap = call.snapshots.get(model)
         if status == "unknown_model" or snap is None:
             raise LedgerUnavailable(f"the ledger does not know model {model!r}")
         return snap
@@ -312,7 +312,7 @@ class Ledger:
         closed = ClosedLease.from_lines(r, 1)
         if status == "closed":
             return ReleaseReply(status, closed=closed)
-        return ReleaseReply(status, closed=closed, snapshot=call.snapshot(closed.model))
+        return ReleaseReply(status, closed=closed, snapshot=call.snapshots.get(closed.model))
 
     async def extend(self, lease_id: str, ttl_ms: int) -> tuple[str, int]:
         """Returns (status, expires_at_ms); status is extended, closed or unknown."""

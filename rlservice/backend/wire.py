@@ -81,33 +81,22 @@ class ClosedLease:
         )
 
 
-def snapshot(seq: int, now: int, state: State) -> Snapshot:
-    return Snapshot.from_reply(seq, now, state)
-
-
 @dataclass(frozen=True, slots=True)
 class CallReply:
-    """A script call's reply: the sequence number and Redis time after it, the calling instance's
-    state of every model it touched, and each operation's lines."""
+    """A script call's reply: the calling instance's state of every model the call touched (each
+    made once, shared by the call's operations) and each operation's lines."""
 
-    seq: int
-    now: int
-    states: dict[str, State]
+    snapshots: dict[str, Snapshot]
     replies: list[list[str]]
-
-    def snapshot(self, model: str) -> Snapshot | None:
-        state = self.states.get(model)
-        return None if state is None else Snapshot.from_reply(self.seq, self.now, state)
-
-    def snapshots(self) -> dict[str, Snapshot]:
-        return {model: Snapshot.from_reply(self.seq, self.now, state) for model, state in self.states.items()}
 
 
 def parse_reply(raw: Sequence[Any]) -> CallReply:
-    count = int(raw[2])
-    states = {raw[3 + 2 * i].decode(): _STATE.unpack(raw[4 + 2 * i]) for i in range(count)}
+    seq, now, count = int(raw[0]), int(raw[1]), int(raw[2])
+    snapshots = {
+        raw[3 + 2 * i].decode(): Snapshot.from_reply(seq, now, _STATE.unpack(raw[4 + 2 * i])) for i in range(count)
+    }
     replies = [r.decode().split("\n") for r in raw[3 + 2 * count :]]
-    return CallReply(int(raw[0]), int(raw[1]), states, replies)
+    return CallReply(snapshots, replies)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from ..backend.ledger import Ledger, LedgerUnavailable, NotRegistered
-from ..backend.wire import Event, snapshot
+from ..backend.wire import Event
 from ..capacity.state import ModelState
 from ..capacity.windows import next_minute_boundary
 from ..types import Snapshot
@@ -97,10 +98,11 @@ class Membership:
         self._local.apply_states(states)
         self._schedule_boundary()
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def reregister(self) -> None:
         # Leaving on purpose publishes this instance as gone too; that must not bring it back.
@@ -150,7 +152,7 @@ class Membership:
         for name, state in event.states.items():
             model = local.models.get(name)
             if model is not None:
-                model.apply(snapshot(event.seq, now, state), own=event.owner == local.instance_id)
+                model.apply(Snapshot.from_reply(event.seq, now, state), own=event.owner == local.instance_id)
                 touched.append(model)
         for closed in event.closed:
             if closed.owner == local.instance_id:
@@ -171,10 +173,7 @@ class Membership:
 
     def sync_waiting(self, name: str) -> None:
         if name not in self._waiting_sync and self.registered:
-            task = asyncio.ensure_future(self._sync_waiting(name))
-            self._waiting_sync[name] = task
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._waiting_sync[name] = self.spawn(self._sync_waiting(name))
 
     async def _sync_waiting(self, name: str) -> None:
         """Brings the ledger's flag to the wanted one; one call a change, never two at once."""

@@ -65,10 +65,10 @@ def test_a_call_reply_carries_states_then_one_text_per_operation() -> None:
     raw = [9, 1234, 1, b"gpt", STATE.pack(*state), b"granted\n5000", b"denied"]
     call = parse_reply(raw)
     assert call.replies == [["granted", "5000"], ["denied"]]
-    snap = call.snapshot("gpt")
+    snap = call.snapshots.get("gpt")
     assert snap is not None
     assert (snap.seq, snap.now_ms, snap.minute_window, snap.own_waiting) == (9, 1234, 0, 22)
-    assert call.snapshot("other") is None
+    assert call.snapshots.get("other") is None
 
 
 def test_an_event_keeps_its_packed_states_apart_from_its_lines() -> None:

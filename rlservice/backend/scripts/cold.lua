@@ -12,23 +12,25 @@ local function sync()
   MS, N, REG = {}, nil, nil
 end
 
--- A model's state as inst sees it (own fields 0 for inst == ''), packed.
+-- A model's state as inst sees it (own fields 0 for inst == ''), packed: pack() of a copy of the
+-- model whose own fields are inst's.
 local function pack_for(m, inst)
   if inst == ME then return pack(m) end
-  local own = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-  if inst ~= '' then
-    for k, w in ipairs({m.wm, m.wd}) do
-      if w then
-        local v = redis.call('HMGET', w.key, 'ot:' .. inst, 'or:' .. inst, 'st:' .. inst, 'sr:' .. inst)
-        for j = 1, 4 do own[(k - 1) * 4 + j] = tonumber(v[j]) or 0 end
-      end
+  local view = {fl = m.fl, w = m.w, own = 0, ow = 0, wm = false, wd = false}
+  for _, kind in ipairs({'wm', 'wd'}) do
+    local w = m[kind]
+    if w then
+      local v = inst == '' and {}
+        or redis.call('HMGET', w.key, 'ot:' .. inst, 'or:' .. inst, 'st:' .. inst, 'sr:' .. inst)
+      view[kind] = {st = w.st, sr = w.sr, ot = w.ot, oq = w.oq, mot = tonumber(v[1]) or 0, moq = tonumber(v[2]) or 0,
+                    mst = tonumber(v[3]) or 0, msr = tonumber(v[4]) or 0}
     end
-    local v = redis.call('HMGET', m.ik, inst, 'w:' .. inst)
-    own[9], own[10] = tonumber(v[1]) or 0, v[2] and 1 or 0
   end
-  local a, b = m.wm or NO_WINDOW, m.wd or NO_WINDOW
-  return struct.pack(STATE, WM, WD, live(), a.st, a.sr, a.ot, a.oq, own[1], own[2], own[3], own[4],
-                     b.st, b.sr, b.ot, b.oq, own[5], own[6], own[7], own[8], m.fl, own[9], m.w, own[10])
+  if inst ~= '' then
+    local v = redis.call('HMGET', m.ik, inst, 'w:' .. inst)
+    view.own, view.ow = tonumber(v[1]) or 0, v[2] and 1 or 0
+  end
+  return pack(view)
 end
 
 -- Every model's state for inst: names and packed states.
@@ -58,24 +60,32 @@ local function foreign_news(closed)
   end
 end
 
--- Closes at most one batch of an instance's open leases at their estimate; true once none is left.
-local function close_batch(inst)
-  local key = xkey(inst)
-  for _, id in ipairs(redis.call('ZRANGE', key, 0, BATCH - 1)) do
+-- Closes, at their estimate, the leases with these ids from an instance's expiry index (at most one
+-- batch); returns their closed records. An id whose lease is no longer open leaves the index.
+local function close_listed(key, ids)
+  local out = {}
+  for _, id in ipairs(ids) do
     local rec = find_open(id)
     if rec then
-      close_lease(rec, '3', '0', '0', '0', '0', true)
+      out[#out + 1] = close_lease(rec, '3', '0', '0', '0', '0', true)
     else
       redis.call('ZREM', key, id)
     end
   end
+  return out
+end
+
+-- Closes at most one batch of an instance's open leases; true once none is left.
+local function close_batch(inst)
+  local key = xkey(inst)
+  close_listed(key, redis.call('ZRANGE', key, 0, BATCH - 1))
   return redis.call('ZCARD', key) == 0
 end
 
 -- The last step of a removal, once the instance holds no open lease: its per-model fields go, and
--- N drops. Work per model, bounded by the configuration.
+-- N drops. Work per model, bounded by the configuration. The caller has written the counters back
+-- and dropped them.
 local function drop_instance(inst)
-  sync()
   for _, name in ipairs(redis.call('SMEMBERS', K_MODELS)) do
     redis.call('HDEL', P .. ':w:' .. name .. ':m:' .. WM, 'ot:' .. inst, 'or:' .. inst)
     redis.call('HDEL', P .. ':w:' .. name .. ':d:' .. WD, 'ot:' .. inst, 'or:' .. inst)
@@ -102,7 +112,6 @@ local function remove_step(inst, origin)
   if done then drop_instance(inst) end
   local names, packed = all_states('')
   publish(origin, done and 'gone' or 'reap', bump(), nil, names, packed, {}, done and {inst} or {})
-  sync()
   return done
 end
 
@@ -117,14 +126,6 @@ end
 -- Frees at most one batch of the calling instance's leases whose expiry has passed; returns their
 -- closed records.
 local function sweep()
-  local out = {}
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', xkey(ME), '-inf', NOW, 'LIMIT', 0, BATCH)) do
-    local rec = find_open(id)
-    if rec then
-      out[#out + 1] = close_lease(rec, '3', '0', '0', '0', '0', true)
-    else
-      redis.call('ZREM', xkey(ME), id)
-    end
-  end
-  return out
+  local key = xkey(ME)
+  return close_listed(key, redis.call('ZRANGEBYSCORE', key, '-inf', NOW, 'LIMIT', 0, BATCH))
 end

@@ -4,10 +4,9 @@ OPS.extend = function(lease_id, ttl)
   if not rec then return reply end
   if rec.x <= NOW then return 'unknown' end
   local x = expiry(ttl)
-  local i, m, j = string.match(rec.body, '^([^\n]*)\n([^\n]*)\n([^\n]*)')
-  redis.call('SET', lkey(lease_id),
-             'o\n' .. i .. '\n' .. m .. '\n' .. j .. '\n' .. rec.mw .. '\n' .. rec.dw .. '\n' .. rec.t .. '\n' .. rec.r
-               .. '\n' .. x .. '\n' .. rec.jid)
+  -- The record with its last two lines, expiry and job id, made again.
+  local head = string.match(rec.body, '^(.*)\n[^\n]*\n[^\n]*$')
+  redis.call('SET', lkey(lease_id), 'o\n' .. head .. '\n' .. x .. '\n' .. rec.jid)
   redis.call('ZADD', xkey(rec.i), x, lease_id)
   return 'extended\n' .. x
 end
