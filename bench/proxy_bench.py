@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import grpc
 import grpc.aio
 import uvloop
 
-from rllocal.processes import RedisServer, spawn_module, stop_process, wait_serving
+from rllocal.processes import RedisServer, running
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
@@ -144,16 +142,6 @@ def report(results: dict[int, dict[str, Samples]]) -> int:
     return 1 if errors else 0
 
 
-@contextlib.contextmanager
-def running(module: str, args: list[str], log: Path) -> Iterator[int]:
-    proc, port = spawn_module(module, args, log, BOOT_TIMEOUT_S)
-    try:
-        wait_serving(f"{HOST}:{port}", BOOT_TIMEOUT_S)
-        yield port
-    finally:
-        stop_process(proc)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3000, help="pairs per path at --concurrency")
@@ -169,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         redis.start()
         try:
             service_args = ["--port", "0", "--preset", "default", "--redis-url", redis.url]
-            with running("rlservice", service_args, work / "rlservice.log") as instance:
+            with running("rlservice", service_args, work / "rlservice.log", BOOT_TIMEOUT_S) as instance:
                 proxy_args = ["--port", "0", "--targets", f"{HOST}:{instance}"]
-                with running("rlproxy", proxy_args, work / "rlproxy.log") as proxy:
+                with running("rlproxy", proxy_args, work / "rlproxy.log", BOOT_TIMEOUT_S) as proxy:
                     results = uvloop.run(measure({"direct": instance, "proxy": proxy}, args))
         finally:
             redis.stop()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import redis
 
-from rllocal.processes import free_port, redis_server_binary
+from rllocal.processes import free_port, poll_until, redis_argv, redis_server_binary
 from rlservice.backend.ledger import Ledger, limits_json
 from rlservice.types import ModelLimits
 
@@ -47,34 +47,23 @@ def instructions(workload: Workload, work: Path) -> int:
     out = work / f"callgrind.{time.monotonic_ns()}.out"
     port = free_port()
     proc = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work),
-        ],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *redis_argv(redis_server_binary(), port, work)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port, socket_timeout=120)
-    deadline = time.monotonic() + 120
-    while True:
+
+    def answers() -> bool:
         try:
-            client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("redis-server under valgrind did not start") from None
-            time.sleep(0.1)
+            return False
+
+    try:
+        poll_until(answers, timeout=120, interval=0.1, what="redis-server under valgrind to answer")
+    except AssertionError:
+        proc.kill()
+        raise
     sha = str(client.script_load(Ledger._script_text()))
     client.evalsha(sha, 1, PREFIX, INSTANCE, "register", 1, LIMITS)
     workload(client, sha)

@@ -16,7 +16,6 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,7 +24,7 @@ import trustme
 import uvloop
 from proxy_bench import Samples, drive, percentile_ms
 
-from rllocal.processes import RedisServer, spawn_module, stop_process, wait_serving
+from rllocal.processes import RedisServer, running
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
 HOST = "127.0.0.1"
@@ -126,16 +125,6 @@ def report(results: dict[int, dict[str, Samples]]) -> int:
     return 1 if errors else 0
 
 
-@contextlib.contextmanager
-def running(args: list[str], log: Path, credentials: grpc.ChannelCredentials | None) -> Iterator[int]:
-    proc, port = spawn_module("rlservice", args, log, BOOT_TIMEOUT_S, env={"RL_LOG_LEVEL": "WARNING"})
-    try:
-        wait_serving(f"{HOST}:{port}", BOOT_TIMEOUT_S, credentials)
-        yield port
-    finally:
-        stop_process(proc)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3000, help="pairs per set-up at --concurrency")
@@ -164,7 +153,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"bench-{setup.replace('+', '-')}",
             ]
             log = work / f"{setup}.log"
-            ports[setup] = stack.enter_context(running([*flags, *pki.flags(setup)], log, pki.credentials(setup)))
+            ports[setup] = stack.enter_context(
+                running(
+                    "rlservice",
+                    [*flags, *pki.flags(setup)],
+                    log,
+                    BOOT_TIMEOUT_S,
+                    pki.credentials(setup),
+                    env={"RL_LOG_LEVEL": "WARNING"},
+                )
+            )
         results = uvloop.run(measure(ports, pki, args))
     return report(results)
 

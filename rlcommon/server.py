@@ -19,8 +19,15 @@ from .logs import FORMATS, CallFields
 from .tls import server_credentials
 
 
+def port_number(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535; 0 picks a free one)")
+    return int(value)
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TLS, tokens and logs")
+    """The flags both servers take for operations: TLS, tokens, log format and metrics."""
+    group = parser.add_argument_group("TLS, tokens, logs and metrics")
     group.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve TLS with; needs --tls-key")
     group.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     group.add_argument(
@@ -32,6 +39,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="tokens, one a line: RateLimiter calls must carry 'authorization: Bearer <token>'; re-read on SIGHUP",
     )
     group.add_argument("--log-format", choices=FORMATS, default="text", help="json: one JSON object per line")
+    group.add_argument(
+        "--metrics-port", type=port_number, help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"
+    )
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,18 @@ class Ledger:
     def models(self) -> list[str]:
         return sorted(_text(m) for m in cast(set[bytes], self._r.smembers(self._key("models"))))
 
-    def in_flight(self, model: str) -> tuple[int, int]:
-        """(the total, the per-instance counts added up)."""
+    def in_flight_counts(self, model: str) -> dict[str, int]:
+        """In flight on a model: in total ('_') and per instance."""
         fields = {_text(k): _text(v) for k, v in self._r.hgetall(self._key("model", model)).items()}
         # The model's hash also holds its limits and which instances have waiters ('w', 'w:I').
-        total = int(fields.pop("_", 0))
         others = ("tpm", "rpm", "tpd", "rpd", "conc", "w")
-        return total, sum(int(v) for k, v in fields.items() if k not in others and not k.startswith("w:"))
+        return {k: int(v) for k, v in fields.items() if k not in others and not k.startswith("w:")}
+
+    def in_flight(self, model: str) -> tuple[int, int]:
+        """(the total, the per-instance counts added up)."""
+        counts = self.in_flight_counts(model)
+        total = counts.pop("_", 0)
+        return total, sum(counts.values())
 
     def open_leases(self) -> list[str]:
         """Leases not closed yet (a closed one is kept a while to answer a repeated Release): an open

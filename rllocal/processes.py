@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -231,3 +231,21 @@ def spawn_module(
         proc.kill()
         proc.wait()
         raise
+
+
+@contextlib.contextmanager
+def running(
+    module: str,
+    args: list[str],
+    log: Path,
+    timeout: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[int]:
+    """`python -m module args` while the block runs, serving on the port it yields; stopped after."""
+    proc, port = spawn_module(module, args, log, timeout, env)
+    try:
+        wait_serving(f"127.0.0.1:{port}", timeout, credentials)
+        yield port
+    finally:
+        stop_process(proc)

@@ -48,12 +48,6 @@ def _weights(text: str) -> list[int]:
     return weights
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)")
-    return int(text)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rlproxy", description="gRPC proxy in front of rlservice instances."
@@ -77,9 +71,6 @@ def _parser() -> argparse.ArgumentParser:
         "--target-token-file",
         type=Path,
         help="its first token goes on the proxy's own calls to the targets (default: --auth-token-file's)",
-    )
-    parser.add_argument(
-        "--metrics-port", type=_port, help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"
     )
     return parser
 

@@ -40,24 +40,6 @@ def _outgoing_metadata(incoming: aio.Metadata | None) -> Metadata | None:
     return tuple((key, value) for key, value in incoming if key != _USER_AGENT) or None
 
 
-async def _call(method: Method, request: bytes, context: Context) -> bytes:
-    call = method(
-        request,
-        timeout=context.time_remaining(),
-        metadata=_outgoing_metadata(context.invocation_metadata()),
-    )
-    # When the client cancels, gRPC cancels this handler, and awaiting the call cancels the
-    # outgoing call with it.
-    response = await call
-    initial = await call.initial_metadata()
-    if initial:
-        await context.send_initial_metadata(initial)
-    trailing = await call.trailing_metadata()
-    if trailing:
-        context.set_trailing_metadata(trailing)
-    return response
-
-
 async def _stream(method: StreamMethod, request: bytes, context: Context) -> AsyncIterator[bytes]:
     call = method(
         request,
@@ -110,7 +92,21 @@ class Forwarder:
     async def _call(self, target: Target, name: str, method: Method, request: bytes, context: Context) -> bytes:
         code = grpc.StatusCode.OK
         try:
-            return await _call(method, request, context)
+            call = method(
+                request,
+                timeout=context.time_remaining(),
+                metadata=_outgoing_metadata(context.invocation_metadata()),
+            )
+            # When the client cancels, gRPC cancels this handler, and awaiting the call cancels the
+            # outgoing call with it.
+            response = await call
+            initial = await call.initial_metadata()
+            if initial:
+                await context.send_initial_metadata(initial)
+            trailing = await call.trailing_metadata()
+            if trailing:
+                context.set_trailing_metadata(trailing)
+            return response
         except aio.AioRpcError as err:
             code = err.code()
             raise

@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from rlproto import ratelimit_pb2
-from rlproxy.access import PLAINTEXT, TargetAccess
+from rlproxy.access import TargetAccess
 
 RATE_LIMITER: Final = ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimiter"].full_name
 _ACQUIRE: Final = f"/{RATE_LIMITER}/Acquire"
@@ -66,7 +66,7 @@ class _UnknownService(Exception):
 class Target:
     """One instance. Plain attributes: the event loop is the only writer, so no locks are needed."""
 
-    def __init__(self, address: str, access: TargetAccess = PLAINTEXT) -> None:
+    def __init__(self, address: str, access: TargetAccess) -> None:
         self.address = address
         self.channel = access.channel(address, CHANNEL_OPTIONS)
         self.acquire = self.channel.unary_unary(_ACQUIRE, None, None)
@@ -127,8 +127,8 @@ class TargetPool:
         self,
         addresses: Sequence[str],
         on_health: HealthListener,
-        first_answer_timeout_s: float = FIRST_ANSWER_TIMEOUT_S,
-        access: TargetAccess = PLAINTEXT,
+        first_answer_timeout_s: float,
+        access: TargetAccess,
     ) -> None:
         """`on_health` hears of every target whose serving state flips."""
         if not addresses:

@@ -24,12 +24,6 @@ def instance_id(value: str) -> str:
     return value
 
 
-def port_number(value: str) -> int:
-    if not value.isdigit() or int(value) > 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535; 0 picks a free one)")
-    return int(value)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m rlservice", description=__doc__)
     p.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks a free one")
@@ -46,9 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--key-prefix", default="rl", help="Redis keys live under {PREFIX}")
     p.add_argument("--log-level", default=os.environ.get("RL_LOG_LEVEL", "INFO"))
     server.add_flags(p)
-    p.add_argument(
-        "--metrics-port", type=port_number, help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"
-    )
     return p.parse_args(argv)
 
 

@@ -92,7 +92,9 @@ class Instance:
         self._prometheus = PrometheusMetrics(CollectorRegistry()) if opts.metrics_port is not None else None
         metrics = self._prometheus or NO_METRICS
         self._stop_metrics: Callable[[], None] | None = None
-        ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms, metrics.redis_call)
+        # Without metrics the ledger times nothing.
+        observe = self._prometheus.redis_call if self._prometheus is not None else None
+        ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms, observe)
         self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))
         self._events = EventStream(
             self._events_redis,

@@ -44,9 +44,6 @@ class ServiceMetrics:
     def release_failed(self, outcome: str) -> None:
         pass
 
-    def redis_call(self, script: str, seconds: float) -> None:
-        pass
-
 
 NO_METRICS: Final = ServiceMetrics()
 

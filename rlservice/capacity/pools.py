@@ -87,8 +87,6 @@ def compute_pool(
     n = max(snap.instances, 1)
     # Borrowing is for requests that queued: only with this instance's waiters on record (lib.lua).
     lending = lend and snap.own_waiting == 1 and not snap.others_waiting
-    # While others wait, what this instance holds of the window stays within floor(limit / N) (lib.lua).
-    contended = snap.others_waiting
     extra = pending.per_dim()
     rates: list[int | None] = []
     capacity: list[int | None] = []
@@ -108,8 +106,12 @@ def compute_pool(
             room.append(max(0, left))
         else:
             capacity.append(pool)
-            fair = limit // n - snap.own_settled[i] - own if contended else left
-            room.append(max(0, min(pool - own, left, fair)))
+            bound = min(pool - own, left)
+            if snap.others_waiting:
+                # While others wait, what this instance holds of the window stays within
+                # floor(limit / N) (lib.lua).
+                bound = min(bound, limit // n - snap.own_settled[i] - own)
+            room.append(max(0, bound))
     conc = conc_cap = conc_room = None
     if limits.max_concurrent is not None:
         conc = limits.max_concurrent // n

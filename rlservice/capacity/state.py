@@ -60,23 +60,33 @@ class ModelState:
         src = snap if newer_own else cur
         if newer_own:
             self.own_seq = snap.seq
-        own_vals = list(src.own_open)
-        settled_vals = list(src.own_settled)
-        if src.minute_window != base.minute_window:
-            own_vals[0] = own_vals[1] = settled_vals[0] = settled_vals[1] = 0
-        if src.day_window != base.day_window:
-            own_vals[2] = own_vals[3] = settled_vals[2] = settled_vals[3] = 0
+        self._pool = None
+        if src is base:
+            # The usual case: the instance's own reply, in order.
+            self.snapshot = snap
+            return
+        same = (src.minute_window == base.minute_window, src.day_window == base.day_window)
         self.snapshot = replace(
             base,
-            own_open=(own_vals[0], own_vals[1], own_vals[2], own_vals[3]),
-            own_settled=(settled_vals[0], settled_vals[1], settled_vals[2], settled_vals[3]),
+            own_open=_in_windows(src.own_open, same),
+            own_settled=_in_windows(src.own_settled, same),
             own_inflight=src.own_inflight,
             own_waiting=src.own_waiting,
         )
-        self._pool = None
 
     def pool(self, avg_tokens: Fraction, avg_requests: Fraction, lend: bool) -> Pool:
         """What this instance may take on the model, attempts on their way to Redis included."""
         if self._pool is None:
             self._pool = compute_pool(self.limits, self.snapshot, avg_tokens, avg_requests, lend, self.pending)
         return self._pool
+
+
+def _in_windows(values: tuple[int, int, int, int], same: tuple[bool, bool]) -> tuple[int, int, int, int]:
+    """Own counters (minute tokens, requests, day tokens, requests) kept where their window is still
+    the current one, else 0."""
+    minute, day = same
+    if minute and day:
+        return values
+    t, r = values[:2] if minute else (0, 0)
+    dt, dr = values[2:] if day else (0, 0)
+    return (t, r, dt, dr)

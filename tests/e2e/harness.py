@@ -20,6 +20,7 @@ import redis
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rllocal.ledger_view import Ledger
 from rllocal.processes import RedisServer as RedisServer
 from rllocal.processes import poll_until, spawn_module
 from rlproto import ratelimit_pb2 as pb
@@ -29,8 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "presets"
 LOCAL_PRESETS = Path(__file__).resolve().parent / "presets"
 BOOT_TIMEOUT_S = 30.0
-# Fields of a model's ledger hash that are not in-flight counts (besides the waiter flags, w…).
-LIMIT_FIELDS = ("tpm", "rpm", "tpd", "rpd", "conc")
 STOP_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
@@ -128,9 +127,7 @@ class Harness:
 
     def in_flight(self, model: str) -> dict[str, int]:
         """In flight on a model from the ledger: in total ('_') and per instance."""
-        raw: dict[bytes, bytes] = self.redis().hgetall(f"{{rl}}:model:{model}")  # type: ignore[assignment]
-        fields = {k.decode(): int(v) for k, v in raw.items()}
-        return {k: v for k, v in fields.items() if k not in LIMIT_FIELDS and not k.startswith("w")}
+        return Ledger(self.redis()).in_flight_counts(model)
 
     async def within_one_window(self, seconds: float = 8.0) -> None:
         """Waits, if need be, for a minute window with `seconds` left in it (on Redis time), so that a

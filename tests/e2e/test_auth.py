@@ -89,8 +89,9 @@ async def test_ratelimiter_calls_need_an_accepted_token_health_and_reflection_do
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
-        async for reply in reflection.ServerReflectionInfo(iter([request])):
-            assert "ratelimit.v1.RateLimiter" in {s.name for s in reply.list_services_response.service}
+        replies = [reply async for reply in reflection.ServerReflectionInfo(iter([request]))]
+        assert len(replies) == 1
+        assert "ratelimit.v1.RateLimiter" in {s.name for s in replies[0].list_services_response.service}
 
     assert_not_logged(instance, "tok-alpha-1", "tok-bravo-2", "tok-charlie-3")
 

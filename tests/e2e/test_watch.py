@@ -199,6 +199,7 @@ async def test_the_python_clients_follow_the_stream(harness: Harness) -> None:
         with pytest.raises(InvalidRequest):
             next(client.watch_allocation(min_interval_ms=10))
     async with AsyncRateLimitClient(instance.address) as aclient:
-        async for state in aclient.watch_allocation(min_interval_ms=50, timeout=30):
-            assert state.instance_id == instance.instance_id
-            break
+        stream = aclient.watch_allocation(min_interval_ms=50, timeout=30)
+        state = await anext(stream)
+        await stream.aclose()
+        assert state.instance_id == instance.instance_id
