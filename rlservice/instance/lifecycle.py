@@ -66,7 +66,7 @@ class LeaseLifecycle:
         else:
             lease = local.leases.pop(lease_id)
             if lease is not None:
-                local.forget(lease)
+                local.lose(lease)
 
     # ----- Release / ExtendLease -------------------------------------------------------------
 
@@ -80,8 +80,8 @@ class LeaseLifecycle:
             held = local.leases.pop(lease_id)
             if held is not None:
                 # Issued here and still open here, yet the ledger has no record: it lost it.
-                local.forget(held)
-            if held is not None or lease_id in local.lost_leases:
+                local.lose(held)
+            if lease_id in local.lost_leases:
                 raise NotFound(
                     f"lease {lease_id!r} is unknown: the ledger lost it (Redis restarted without its data); "
                     "its usage could not be recorded"

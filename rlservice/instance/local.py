@@ -198,13 +198,17 @@ class LocalState:
         if jt.memory_kb is not None:
             self.pump_all()
 
+    def lose(self, lease: Lease) -> None:
+        """Forgets a lease the ledger no longer knows, and remembers (a while) that it was lost."""
+        self.lost_leases[lease.lease_id] = None
+        if len(self.lost_leases) > _LOST_KEPT:
+            del self.lost_leases[next(iter(self.lost_leases))]
+        self.forget(lease)
+
     def drain_leases(self) -> None:
         """Forgets every open lease: a new registration closes whatever the ledger still held."""
         for lease in self.leases.drain():
-            self.lost_leases[lease.lease_id] = None
-            self.forget(lease)
-        while len(self.lost_leases) > _LOST_KEPT:
-            del self.lost_leases[next(iter(self.lost_leases))]
+            self.lose(lease)
 
     # ----- rebalancing -----------------------------------------------------------------------
 

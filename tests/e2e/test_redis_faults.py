@@ -254,6 +254,23 @@ async def test_redis_back_empty_the_instances_register_again_by_themselves(fault
     assert ledger(h).view().in_flight == {MODEL: 0}
 
 
+async def test_a_lease_the_ledger_lost_answers_so_on_every_release(fault_harness: Harness) -> None:
+    """The ledger forgets one open lease (as an evicting Redis would) while the instance stays
+    registered: its Release, and every retry of it, says the ledger lost it."""
+    h = fault_harness
+    (p,) = boot(h, 1)
+    lease = await h.acquire(p.port, JOB, timeout=CALL_DEADLINE_S, lease_ttl_ms=TTL_MS)
+    assert h.redis().delete(f"{{rl}}:lease:{lease.lease_id}") == 1
+    for attempt in range(3):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.release(p.port, lease.lease_id, actual=SMALL_USE)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND, (attempt, err.value.details())
+        assert "ledger lost" in (err.value.details() or ""), (attempt, err.value.details())
+    report = await h.allocation(p.port)
+    assert report.active_leases == 0
+    assert report.job_types[JOB].in_flight == 0
+
+
 async def test_an_instance_started_while_redis_is_down_serves_once_it_is_up(fault_harness: Harness) -> None:
     h = fault_harness
     h.redis_server.stop()
