@@ -133,7 +133,7 @@ class Forwarder:
         while True:
             index = policy.pick(targets, excluded)
             if index < 0:
-                if await self._await_answers(context, failures):
+                if await self._await_answers("Acquire", context, failures):
                     continue
                 await self._reject(context, "Acquire", grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
             target = targets[index]
@@ -189,41 +189,57 @@ class Forwarder:
                     if not never_reached(err):
                         await _relay(err, context)
                     failures[index] = err.details() or ""
-            if not await self._await_answers(context, failures):
+            if not await self._await_answers(name, context, failures):
                 await self._reject(context, name, grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
 
     async def watch_allocation(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
-        """Follows the named instance's stream, else that of the first SERVING target that answers."""
+        """Follows the named instance's stream, else that of the first SERVING target that answers
+        (waiting, like GetAllocation, for targets that have not answered their first health check)."""
         name = "WatchAllocation"
         instance_id = (await self._parse(ratelimit_pb2.WatchAllocationRequest, name, request, context)).instance_id
-        if instance_id:
-            candidates = [(self._targets.index(await self._named(name, instance_id, context)), True)]
-        else:
-            candidates = [(i, False) for i, t in enumerate(self._targets) if t.serving]
         failures: dict[int, str] = {}
-        for index, named in candidates:
-            target = self._targets[index]
-            code = grpc.StatusCode.OK
-            sent = False
-            try:
-                async for reply in _stream(target.watch_allocation, request, context):
-                    sent = True
+        if instance_id:
+            target = await self._named(name, instance_id, context)
+            async for reply in self._follow(target, request, context, failures, named=True):
+                yield reply
+            return
+        while True:
+            for index, target in enumerate(self._targets):
+                if not target.serving or index in failures:
+                    continue
+                followed = False
+                async for reply in self._follow(target, request, context, failures, named=False):
+                    followed = True
                     yield reply
-                return
-            except aio.AioRpcError as err:
-                code = err.code()
-                if named or sent or not never_reached(err):
-                    await _relay(err, context)
-                failures[index] = err.details() or ""
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            finally:
-                self._metrics.request(target.address, name, code)
-        await self._reject(context, name, grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
+                if followed or index not in failures:
+                    return
+            if not await self._await_answers(name, context, failures):
+                await self._reject(context, name, grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
+
+    async def _follow(
+        self, target: Target, request: bytes, context: Context, failures: dict[int, str], named: bool
+    ) -> AsyncIterator[bytes]:
+        """The target's stream; a stream that never reached an unnamed target ends with nothing,
+        its failure noted, so that the next target may serve it."""
+        code = grpc.StatusCode.OK
+        sent = False
+        try:
+            async for reply in _stream(target.watch_allocation, request, context):
+                sent = True
+                yield reply
+        except aio.AioRpcError as err:
+            code = err.code()
+            if named or sent or not never_reached(err):
+                await _relay(err, context)
+            failures[self._targets.index(target)] = err.details() or ""
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._metrics.request(target.address, "WatchAllocation", code)
 
     async def _named(self, name: str, instance_id: str, context: Context) -> Target:
-        target = await self._find(instance_id, context)
+        target = await self._find(name, instance_id, context)
         if target is None:
             await self._reject(
                 context,
@@ -242,12 +258,12 @@ class Forwarder:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"malformed lease_id {lease_id!r}: expected <instance_id>/<token>",
             )
-        target = await self._find(instance_id, context)
+        target = await self._find(name, instance_id, context)
         if target is None:
             await self._reject(context, name, grpc.StatusCode.UNAVAILABLE, _unreachable(instance_id, lease_id))
         return target, instance_id
 
-    async def _find(self, instance_id: str, context: Context) -> Target | None:
+    async def _find(self, name: str, instance_id: str, context: Context) -> Target | None:
         """The target serving `instance_id`.
 
         A target learns its instance id when it turns SERVING, so while some have not answered yet
@@ -255,11 +271,11 @@ class Forwarder:
         """
         pool = self._pool
         target = pool.known(instance_id)
-        while target is None and await self._await_answers(context, None):
+        while target is None and await self._await_answers(name, context, None):
             target = pool.known(instance_id)
         return target or await pool.find(instance_id)
 
-    async def _await_answers(self, context: Context, failures: dict[int, str] | None) -> bool:
+    async def _await_answers(self, name: str, context: Context, failures: dict[int, str] | None) -> bool:
         """Waits for the next change of a target's state while some target has not answered its
         first health check; False when every target has, so waiting cannot help.
 
@@ -270,7 +286,9 @@ class Forwarder:
             return False
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            await context.abort(
+            await self._reject(
+                context,
+                name,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"deadline passed while waiting for a target's first health answer: {self._states(failures)}",
             )

@@ -139,3 +139,19 @@ async def test_lease_calls_wait_for_their_instance_to_answer(fakes: list[FakeSer
         assert (await release).refunded_tokens == 7
     assert (await allocation).instance_id == "inst-b"
     assert [fake.instance.released for fake in fakes] == [[leases[0]], [leases[1]]]
+
+
+async def test_an_unnamed_watch_waits_for_the_first_health_answer(
+    fakes: list[FakeServer], make_proxy: ProxyMaker
+) -> None:
+    for fake in fakes:
+        fake.answering.clear()
+    proxy = await make_proxy(fakes, ready=False)
+    call = proxy.stub.WatchAllocation(ratelimit_pb2.WatchAllocationRequest(min_interval_ms=2), timeout=10)
+    first = _start(call.read())
+    await _waits_until_its_deadline(proxy)
+    assert not first.done()
+    fakes[1].answering.set()
+    reply = await first
+    assert isinstance(reply, ratelimit_pb2.GetAllocationResponse) and reply.instance_id == "inst-b"
+    call.cancel()
