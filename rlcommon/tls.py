@@ -23,15 +23,16 @@ def read_pem(path: Path, what: str, marker: str = "-----BEGIN ") -> bytes:
 
 def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> grpc.ServerCredentials:
     """With `client_ca`, clients must present a certificate that CA signed (mutual TLS)."""
-    pair = (read_pem(key, "TLS key", "PRIVATE KEY-----"), read_pem(cert, "TLS certificate", "CERTIFICATE-----"))
-    check_pair(cert, key)
+    pair = key_pair(cert, key)
     ca = read_pem(client_ca, "client CA", "CERTIFICATE-----") if client_ca is not None else None
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
-def check_pair(cert: Path, key: Path) -> None:
-    """Raises SetupError unless `key` is the unencrypted private key of `cert`; gRPC itself would
-    only fail to bind, or to connect, without saying why."""
+def key_pair(cert: Path, key: Path) -> tuple[bytes, bytes]:
+    """(private key, certificate chain) as PEM bytes. Raises SetupError unless both read and `key`
+    is the unencrypted private key of `cert`: gRPC itself would only fail to bind, or to connect,
+    without saying why."""
+    pair = read_pem(key, "TLS key", "PRIVATE KEY-----"), read_pem(cert, "TLS certificate", "CERTIFICATE-----")
     try:
         # An encrypted key gets this empty password rather than a prompt on the terminal.
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=b"")
@@ -40,6 +41,7 @@ def check_pair(cert: Path, key: Path) -> None:
             f"TLS key {key} does not go with the certificate {cert} ({e.reason or e}):"
             " it must be the certificate's unencrypted private key"
         ) from None
+    return pair
 
 
 def channel_credentials(
@@ -51,9 +53,5 @@ def channel_credentials(
     root = read_pem(ca, "CA", "CERTIFICATE-----") if ca is not None else None
     if cert is None or key is None:
         return grpc.ssl_channel_credentials(root_certificates=root)
-    private_key, chain = (
-        read_pem(key, "TLS key", "PRIVATE KEY-----"),
-        read_pem(cert, "TLS certificate", "CERTIFICATE-----"),
-    )
-    check_pair(cert, key)
+    private_key, chain = key_pair(cert, key)
     return grpc.ssl_channel_credentials(root_certificates=root, private_key=private_key, certificate_chain=chain)

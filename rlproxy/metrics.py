@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rlcommon.metric_children import Children
 from rlproxy.targets import Target
 
 # The target label of calls the proxy answered itself (malformed request, no healthy target, ...).
@@ -32,22 +33,18 @@ NO_METRICS: Final = ProxyMetrics()
 class PrometheusProxyMetrics(ProxyMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._requests = Counter(
-            "rlproxy_requests",
-            "Calls sent to a target, by method and the target's status code (an Acquire tried on two "
-            'targets counts on both); target="" counts the calls the proxy answered itself.',
-            ("target", "method", "code"),
-            registry=registry,
+        self._requests = Children(
+            Counter(
+                "rlproxy_requests",
+                "Calls sent to a target, by method and the target's status code (an Acquire tried on two "
+                'targets counts on both); target="" counts the calls the proxy answered itself.',
+                ("target", "method", "code"),
+                registry=registry,
+            )
         )
-        # labels() takes a lock and builds a key on every call; targets, methods and codes are few.
-        self._children: dict[tuple[str, str, grpc.StatusCode], Counter] = {}
 
     def request(self, target: str, method: str, code: grpc.StatusCode) -> None:
-        key = (target, method, code)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._requests.labels(target, method, code.name)
-        child.inc()
+        self._requests(target, method, code.name).inc()
 
     def watch(self, targets: Iterable[Target]) -> None:
         self.registry.register(TargetCollector(tuple(targets)))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, Final, NoReturn
 
 import grpc
 from grpc.aio import ServicerContext
@@ -28,7 +28,6 @@ MAX_TTL_MS = 24 * 3_600_000
 # Far above any real call, low enough to stop a garbage value from swamping the ledger.
 MAX_USAGE = 100_000_000
 
-T = TypeVar("T")
 Context = ServicerContext[Any, Any]
 
 # The result label of a failed call in the metrics.
@@ -141,16 +140,9 @@ def _failure(e: BaseException) -> str:
     return "cancelled" if isinstance(e, asyncio.CancelledError) else "error"
 
 
-async def _abort(context: Context, e: ServiceError) -> None:
+async def _abort(context: Context, e: ServiceError) -> NoReturn:
     await context.abort(e.code, str(e))
-
-
-async def _guard(context: Context, call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except ServiceError as e:
-        await _abort(context, e)
-        raise AssertionError("abort returns only by raising") from e
+    raise AssertionError("abort returns only by raising") from e
 
 
 class RateLimiterServicer(pb_grpc.RateLimiterServicer):
@@ -241,19 +233,20 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
         return await self._limiter.release(request.lease_id, Outcome(request.outcome), usage)
 
     async def ExtendLease(self, request: pb.ExtendLeaseRequest, context: Context) -> pb.ExtendLeaseResponse:
-        async def run() -> pb.ExtendLeaseResponse:
+        try:
             _check_id("lease_id", request.lease_id)
             _check_ttl("ttl_ms", request.ttl_ms, required=True)
             expires = await self._limiter.extend(request.lease_id, request.ttl_ms)
-            return pb.ExtendLeaseResponse(lease_expires_at_ms=expires)
-
-        return await _guard(context, run)
+        except ServiceError as e:
+            await _abort(context, e)
+        return pb.ExtendLeaseResponse(lease_expires_at_ms=expires)
 
     async def GetAllocation(self, request: pb.GetAllocationRequest, context: Context) -> pb.GetAllocationResponse:
-        async def run() -> pb.GetAllocationResponse:
-            return self._allocation(request.instance_id)
-
-        return await _guard(context, run)
+        try:
+            self._check_instance(request.instance_id)
+        except ServiceError as e:
+            await _abort(context, e)
+        return _allocation_response(self._limiter.allocation())
 
     async def WatchAllocation(
         self, request: pb.WatchAllocationRequest, context: Context
@@ -263,7 +256,6 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             self._check_instance(request.instance_id)
         except ServiceError as e:
             await _abort(context, e)
-            raise AssertionError("abort returns only by raising") from e
         async for _ in watch.ticks(self._limiter.changes, interval):
             yield _allocation_response(self._limiter.allocation())
 
@@ -271,7 +263,3 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
         own = self._limiter.instance_id
         if instance_id and instance_id != own:
             raise NotFound(f"this is instance {own!r}, not {instance_id!r}; ask that instance or go through rlproxy")
-
-    def _allocation(self, instance_id: str) -> pb.GetAllocationResponse:
-        self._check_instance(instance_id)
-        return _allocation_response(self._limiter.allocation())

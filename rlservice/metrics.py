@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final, Generic, TypeVar
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from rlcommon.metric_children import Children
 
 from .backend.ledger import ClosedLease
 from .results import AllocationReport
@@ -25,8 +26,6 @@ WAIT_BUCKETS: Final = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 REDIS_BUCKETS: Final = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 # A scrape waits this long for the event loop to hand over the allocation.
 SCRAPE_TIMEOUT_S: Final = 5.0
-
-M = TypeVar("M", bound=MetricWrapperBase)
 
 
 class ServiceMetrics:
@@ -48,27 +47,10 @@ class ServiceMetrics:
 NO_METRICS: Final = ServiceMetrics()
 
 
-class _Children(Generic[M]):
-    """A metric's labelled children, looked up once: `labels()` takes a lock and builds a key each time.
-
-    Label values come from the configuration or fixed sets only, so the cache stays small.
-    """
-
-    def __init__(self, metric: M) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], M] = {}
-
-    def __call__(self, *values: str) -> M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._metric.labels(*values)
-        return child
-
-
 class PrometheusMetrics(ServiceMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._acquire = _Children(
+        self._acquire = Children(
             Counter(
                 "rlservice_acquire",
                 "Acquire calls answered, by result: granted, exhausted, deadline, invalid, unavailable, "
@@ -78,7 +60,7 @@ class PrometheusMetrics(ServiceMetrics):
                 registry=registry,
             )
         )
-        self._wait = _Children(
+        self._wait = Children(
             Histogram(
                 "rlservice_acquire_wait_seconds",
                 "Time granted Acquires spent queued or escalating (0 for a grant that never queued).",
@@ -87,7 +69,7 @@ class PrometheusMetrics(ServiceMetrics):
                 registry=registry,
             )
         )
-        self._release = _Children(
+        self._release = Children(
             Counter(
                 "rlservice_release",
                 "Release calls answered, by the lease's outcome (success, failed_with_usage, "
@@ -97,7 +79,7 @@ class PrometheusMetrics(ServiceMetrics):
                 registry=registry,
             )
         )
-        self._refunded = _Children(
+        self._refunded = Children(
             Counter(
                 "rlservice_refunded_tokens",
                 "Tokens given back by Releases whose usage was under the estimate.",
@@ -105,7 +87,7 @@ class PrometheusMetrics(ServiceMetrics):
                 registry=registry,
             )
         )
-        self._overage = _Children(
+        self._overage = Children(
             Counter(
                 "rlservice_overage_tokens",
                 "Tokens used beyond the estimate, as reported by Releases.",
@@ -113,7 +95,7 @@ class PrometheusMetrics(ServiceMetrics):
                 registry=registry,
             )
         )
-        self._redis = _Children(
+        self._redis = Children(
             Histogram(
                 "rlservice_redis_call_seconds",
                 "Ledger script calls, round trip included, by script.",
