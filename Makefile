@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-security bench-metrics bench-script clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script clean
 
 install: $(STAMP)
 
@@ -51,6 +51,9 @@ bench-utilisation: install
 
 bench-reap: install
 	$(PY) bench/reap_bench.py
+
+bench-propagation: install
+	$(PY) bench/propagation.py
 
 # What the ledger script costs Redis in instructions (callgrind): steady whatever else runs.
 bench-script: install
