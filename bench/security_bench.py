@@ -15,17 +15,14 @@ import argparse
 import contextlib
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import trustme
-import uvloop
-from proxy_bench import Samples, drive, percentile_ms
+from pairs import SetUp, add_arguments, measure, report
 
 from rllocal.processes import RedisServer, running
-from rlproto import ratelimit_pb2_grpc as pb_grpc
 
 HOST = "127.0.0.1"
 BOOT_TIMEOUT_S = 30.0
@@ -74,65 +71,9 @@ def metadata(setup: str) -> tuple[tuple[str, str], ...] | None:
     return (("authorization", f"Bearer {TOKEN}"),) if "token" in setup else None
 
 
-def channel(port: int, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
-    address = f"{HOST}:{port}"
-    return grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
-
-
-async def measure(ports: dict[str, int], pki: Pki, args: argparse.Namespace) -> dict[int, dict[str, Samples]]:
-    until = time.perf_counter() + args.max_seconds
-    channels = {setup: channel(port, pki.credentials(setup)) for setup, port in ports.items()}
-    stubs = {setup: pb_grpc.RateLimiterStub(ch) for setup, ch in channels.items()}
-    results: dict[int, dict[str, Samples]] = {}
-    try:
-        for setup, stub in stubs.items():
-            await drive(stub, args.warmup, args.concurrency, until, f"warmup-{setup}", metadata(setup))
-        for level in sorted({1, args.concurrency}):
-            results[level] = {setup: Samples() for setup in SETUPS}
-            pairs = (args.pairs if level == args.concurrency else args.sequential_pairs) // args.rounds
-            for n in range(args.rounds):
-                for setup in SETUPS if n % 2 == 0 else SETUPS[::-1]:
-                    tag = f"c{level}-r{n}-{setup}"
-                    samples = await drive(stubs[setup], pairs, level, until, tag, metadata(setup))
-                    results[level][setup].add(samples)
-    finally:
-        for ch in channels.values():
-            await ch.close(None)
-    return results
-
-
-def report(results: dict[int, dict[str, Samples]]) -> int:
-    print("Acquire + Release pairs on loopback, one rlservice instance per set-up (preset default)")
-    header = ("concurrency", "set-up", "pairs", "pairs/s", "call p50", "call p99", "pair p50", "pair p99", "errors")
-    print("{:>11} {:>10} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6}".format(*header))
-    errors = 0
-    for level, by_setup in results.items():
-        for setup, s in by_setup.items():
-            rate = len(s.pairs) / s.seconds if s.seconds else 0.0
-            print(
-                f"{level:>11} {setup:>10} {len(s.pairs):>6} {rate:>8.0f}"
-                f" {percentile_ms(s.calls, 0.5):>7.3f}ms {percentile_ms(s.calls, 0.99):>7.3f}ms"
-                f" {percentile_ms(s.pairs, 0.5):>7.3f}ms {percentile_ms(s.pairs, 0.99):>7.3f}ms {s.errors:>6}"
-            )
-            errors += s.errors
-    for level, by_setup in results.items():
-        plain = by_setup["plaintext"].calls
-        for setup in SETUPS[1:]:
-            calls = by_setup[setup].calls
-            p50 = percentile_ms(calls, 0.5) - percentile_ms(plain, 0.5)
-            p99 = percentile_ms(calls, 0.99) - percentile_ms(plain, 0.99)
-            print(f"{setup} adds per call at concurrency {level}: p50 {p50:+.3f} ms, p99 {p99:+.3f} ms")
-    return 1 if errors else 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=3000, help="pairs per set-up at --concurrency")
-    parser.add_argument("--sequential-pairs", type=int, default=600, help="pairs per set-up one at a time")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds the pairs are split into")
-    parser.add_argument("--warmup", type=int, default=300, help="unmeasured pairs per set-up first")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="stop issuing pairs after this")
+    add_arguments(parser, "set-up")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="security-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -163,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                     env={"RL_LOG_LEVEL": "WARNING"},
                 )
             )
-        results = uvloop.run(measure(ports, pki, args))
-    return report(results)
+
+        results = measure([SetUp(s, f"{HOST}:{ports[s]}", pki.credentials(s), metadata(s)) for s in SETUPS], args)
+    return report(
+        results, "Acquire + Release pairs on loopback, one rlservice instance per set-up (preset default)", "set-up"
+    )
 
 
 if __name__ == "__main__":
