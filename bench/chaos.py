@@ -24,7 +24,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import yaml
 from chaos_accounting import DIMENSIONS, ClientView
 
 from rllocal.ledger_view import DAY_MS, MINUTE_MS, Ledger, LedgerView
-from rllocal.processes import RedisServer, poll_until, spawn_module
+from rllocal.processes import RedisServer, poll_until, spawn_module, stop_processes
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
@@ -468,17 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         proxy, proxy_port = spawn_module("rlproxy", ["--port", "0", "--targets", targets], work / "rlproxy.log", 30)
         code = uvloop.run(run(args, redis, instances, proxy_port))
     finally:
-        for p in [proxy, *(i.proc for i in instances)]:
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in [proxy, *(i.proc for i in instances)]:
-            if p is not None:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                if p.stdout is not None:
-                    p.stdout.close()
+        stop_processes([proxy, *(i.proc for i in instances)])
         redis.stop()
     if code == 0 and not args.keep_logs:
         shutil.rmtree(work)

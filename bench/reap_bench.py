@@ -29,10 +29,9 @@ from typing import Any
 import grpc.aio
 import uvloop
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 
-from rllocal.processes import RedisServer, spawn_module
+from rllocal.processes import RedisServer, spawn_module, stop_process, wait_serving
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 from rlservice.backend.ledger import OPS
@@ -80,32 +79,15 @@ async def boot(config: Path, redis_url: str, log: Path) -> Instance:
     proc, port = spawn_module("rlservice", args, log, BOOT_TIMEOUT_S, env={"RL_LOG_LEVEL": "WARNING"})
     channel = grpc.aio.insecure_channel(f"{HOST}:{port}")
     stub: pb_grpc.RateLimiterAsyncStub = pb_grpc.RateLimiterStub(channel)
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + BOOT_TIMEOUT_S
     # SERVING once registered in the ledger: Acquire is refused before.
-    while True:
-        check = await health.Check(health_pb2.HealthCheckRequest(), timeout=BOOT_TIMEOUT_S, wait_for_ready=True)
-        if check.status == health_pb2.HealthCheckResponse.SERVING:
-            break
-        if time.monotonic() > deadline:
-            tail = (await asyncio.to_thread(log.read_text))[-3000:]
-            raise RuntimeError(f"the instance on {port} is not SERVING after {BOOT_TIMEOUT_S:.0f}s:\n{tail}")
-        await asyncio.sleep(0.05)
+    await asyncio.to_thread(wait_serving, f"{HOST}:{port}", BOOT_TIMEOUT_S)
     allocation = await stub.GetAllocation(pb.GetAllocationRequest(), timeout=10)
     return Instance(proc, port, channel, stub, allocation.instance_id)
 
 
 async def stop(instance: Instance) -> None:
     await instance.channel.close(None)
-    if instance.proc.poll() is None:
-        instance.proc.terminate()
-        try:
-            instance.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            instance.proc.kill()
-            instance.proc.wait()
-    if instance.proc.stdout is not None:
-        instance.proc.stdout.close()
+    await asyncio.to_thread(stop_process, instance.proc)
 
 
 async def counted(stub: pb_grpc.RateLimiterAsyncStub, n: int) -> None:

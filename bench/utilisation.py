@@ -40,7 +40,7 @@ import uvloop
 import yaml
 from redis.asyncio import Redis
 
-from rllocal.processes import RedisServer, spawn_module
+from rllocal.processes import RedisServer, spawn_module, stop_processes
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
@@ -182,17 +182,7 @@ def boot(n: int, redis_url: str, prefix: str, config_file: Path, logs: Path) -> 
 
 
 def stop(instances: list[Instance]) -> None:
-    for inst in instances:
-        if inst.proc.poll() is None:
-            inst.proc.terminate()
-    for inst in instances:
-        try:
-            inst.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            inst.proc.kill()
-            inst.proc.wait()
-        if inst.proc.stdout is not None:
-            inst.proc.stdout.close()
+    stop_processes((inst.proc for inst in instances), STOP_TIMEOUT_S)
 
 
 async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:

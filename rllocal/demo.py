@@ -30,7 +30,15 @@ import uvloop
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rllocal.processes import first_line, free_port, listening_port, poll_until, redis_argv, redis_server_binary
+from rllocal.processes import (
+    first_line,
+    free_port,
+    listening_port,
+    poll_until,
+    redis_argv,
+    redis_server_binary,
+    stop_processes,
+)
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 from rlservice.config import preset_path
@@ -126,20 +134,9 @@ class Cluster:
 
     def stop(self) -> None:
         """SIGTERM to all (proxy and instances unregister), SIGKILL what is left, redis-server last."""
-        servers = [c for c in self.children if c.name != "redis-server"]
-        for group in (servers, [c for c in self.children if c.name == "redis-server"]):
-            for c in group:
-                if c.proc.poll() is None:
-                    c.proc.terminate()
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            for c in group:
-                try:
-                    c.proc.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    c.proc.kill()
-                    c.proc.wait()
-                if c.proc.stdout is not None:
-                    c.proc.stdout.close()
+        servers = [c.proc for c in self.children if c.name != "redis-server"]
+        stop_processes(servers, STOP_TIMEOUT_S)
+        stop_processes([c.proc for c in self.children if c.name == "redis-server"], STOP_TIMEOUT_S)
 
 
 def write_demo_config(path: Path) -> list[str]:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -156,14 +156,26 @@ def wait_serving(address: str, timeout: float, credentials: grpc.ChannelCredenti
         poll_until(serving, timeout=timeout, what=f"{address} to be SERVING")
 
 
+def stop_processes(procs: Iterable[subprocess.Popen[str] | None], timeout: float = 10.0) -> None:
+    """SIGTERM to all at once, so that servers leave cleanly and together; SIGKILL to any that has
+    not exited within `timeout` of it. Processes that have exited already are only reaped."""
+    live = [p for p in procs if p is not None]
+    for p in live:
+        # Popen signals nothing once it has reaped the process: never a recycled pid.
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in live:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        if p.stdout is not None:
+            p.stdout.close()
+
+
 def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
-    """SIGTERM, so that a server can leave cleanly; SIGKILL if it has not exited within `timeout`."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_processes([proc], timeout)
 
 
 def redis_argv(binary: str, port: int, workdir: Path, appendfsync: str | None = None) -> list[str]:

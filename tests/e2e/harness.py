@@ -31,6 +31,9 @@ PRESETS = ROOT / "presets"
 LOCAL_PRESETS = Path(__file__).resolve().parent / "presets"
 BOOT_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# Concurrency limits only: any number of quick Acquire/Release pairs fits.
+ROOMY = "slotCalc-concurrent"
+ROOMY_JOB = "jobTypeA"
 
 T = TypeVar("T")
 
@@ -47,6 +50,18 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)
+
+
+async def health(port: int, service: str = "") -> int:
+    """The server's health status for `service` ("" for the server as a whole); -1 when it does not
+    answer."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        except grpc.aio.AioRpcError:
+            return -1
+        return int(reply.status)
 
 
 @dataclass
@@ -301,6 +316,10 @@ class Harness:
 
     async def allocation(self, port: int) -> pb.GetAllocationResponse:
         return await self.stub(port).GetAllocation(pb.GetAllocationRequest(), timeout=10)
+
+    async def counts_instances(self, port: int, n: int) -> bool:
+        """Whether the instance on `port` counts n live instances."""
+        return (await self.allocation(port)).allocation.instance_count == n
 
     async def acquire(
         self,

@@ -16,11 +16,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
-from .harness import Harness, Process, eventually
+from .harness import ROOMY, ROOMY_JOB, Harness, Process, eventually
 from .pki import with_token
 
-ROOMY = "slotCalc-concurrent"
-ROOMY_JOB = "jobTypeA"
 MISSING = "this server requires a token: send the metadata 'authorization: Bearer <token>'"
 REJECTED = "the bearer token is not one this server accepts"
 

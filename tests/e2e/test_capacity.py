@@ -176,7 +176,7 @@ async def test_global_concurrency_holds_while_an_instance_dies_under_load(harnes
     survivors = ports[:2]
 
     async def room_again() -> bool:
-        return all([(await harness.allocation(p)).allocation.instance_count == 2 for p in survivors])
+        return all([await harness.counts_instances(p, 2) for p in survivors])
 
     await eventually(room_again, timeout=15, what="the killed instance to go stale")
     second = await asyncio.gather(

@@ -7,11 +7,8 @@ from pathlib import Path
 import pytest
 from rlclient import AsyncRateLimitClient, RateLimitClient, Unauthenticated, tls_credentials
 
-from .harness import Harness
+from .harness import ROOMY, ROOMY_JOB, Harness
 from .pki import make_pki, with_token
-
-ROOMY = "slotCalc-concurrent"
-ROOMY_JOB = "jobTypeA"
 
 
 async def test_the_client_over_mutual_tls_with_a_token_direct_and_through_the_proxy(

@@ -9,11 +9,9 @@ from typing import Any
 
 from rlproto import ratelimit_pb2 as pb
 
-from .harness import Harness, Process, eventually
+from .harness import ROOMY, ROOMY_JOB, Harness, Process, eventually
 from .pki import with_token
 
-ROOMY = "slotCalc-concurrent"
-ROOMY_JOB = "jobTypeA"
 REQUIRED = {"time", "level", "logger", "message"}
 
 

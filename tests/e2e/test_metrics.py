@@ -48,7 +48,7 @@ async def test_metrics_count_what_the_load_did(harness: Harness) -> None:
     a = harness.boot_instance(0, "metrics", extra_args=["--metrics-port", str(ports[0])])
     b = harness.boot_instance(0, "metrics", extra_args=["--metrics-port", str(ports[1])])
     proxy = harness.boot_proxy([a.port, b.port], extra_args=["--metrics-port", str(ports[2])])
-    await eventually(lambda: _instances_seen(harness, a.port, 2), what="A to count two instances")
+    await eventually(lambda: harness.counts_instances(a.port, 2), what="A to count two instances")
 
     # Directly on A: three grants released with a refund, an overage and unknown usage.
     leases = [await harness.acquire(a.port, "small") for _ in range(3)]
@@ -145,10 +145,6 @@ async def test_metrics_count_what_the_load_did(harness: Harness) -> None:
     s = await scraped(ports[0])
     assert value(s, "rlservice_in_flight", model="m-conc", job_type="small") == 0
     assert value(s, "rlservice_pool_slots", model="m-conc") == 1
-
-
-async def _instances_seen(harness: Harness, port: int, count: int) -> bool:
-    return (await harness.allocation(port)).allocation.instance_count == count
 
 
 @contextmanager

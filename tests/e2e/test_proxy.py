@@ -10,35 +10,22 @@ from collections.abc import Awaitable, Callable
 import grpc
 import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from rlproto import ratelimit_pb2 as pb
 
-from .harness import Harness, Process, eventually
+from .harness import ROOMY, ROOMY_JOB, Harness, Process, eventually, health
 
-# Concurrency limits only: any number of quick Acquire/Release pairs fits.
-ROOMY = "slotCalc-concurrent"
-ROOMY_JOB = "jobTypeA"
 SERVING = int(health_pb2.HealthCheckResponse.SERVING)
 NOT_SERVING = int(health_pb2.HealthCheckResponse.NOT_SERVING)
-
-
-async def _health(proxy_port: int, service: str) -> int:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy_port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
-        except grpc.aio.AioRpcError:
-            return -1
-        return int(reply.status)
 
 
 async def routes_to(proxy: Process, instances: list[Process]) -> None:
     """Waits until the proxy reports every instance SERVING (it publishes each under its address)."""
 
     async def all_serving() -> bool:
-        states = [await _health(proxy.port, i.address) for i in instances]
+        states = [await health(proxy.port, i.address) for i in instances]
         return all(state == SERVING for state in states)
 
     await eventually(all_serving, timeout=10, what=f"proxy to see {[i.address for i in instances]}")
@@ -229,6 +216,6 @@ async def test_all_instances_down_fails_fast(harness: Harness) -> None:
     assert (err.details() or "").startswith("no healthy target")
 
     async def not_serving() -> bool:
-        return await _health(infra.proxy.port, "") == NOT_SERVING
+        return await health(infra.proxy.port) == NOT_SERVING
 
     await eventually(not_serving, timeout=10, what="proxy NOT_SERVING")

@@ -10,30 +10,17 @@ from contextlib import contextmanager
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from rllocal.processes import free_port
 from rlproto import ratelimit_pb2 as pb
 
-from .harness import Harness, Process, eventually
+from .harness import ROOMY, ROOMY_JOB, Harness, Process, eventually, health
 
-# Concurrency limits only: any number of quick Acquire/Release pairs fits.
-ROOMY = "slotCalc-concurrent"
-ROOMY_JOB = "jobTypeA"
 SERVING = int(health_pb2.HealthCheckResponse.SERVING)
 NOT_SERVING = int(health_pb2.HealthCheckResponse.NOT_SERVING)
 BOOTS = 15
 ACQUIRES_PER_BOOT = 6
-
-
-async def _health(port: int) -> int:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-        except grpc.aio.AioRpcError:
-            return -1
-        return int(reply.status)
 
 
 async def _outcome(call: object) -> str:
@@ -148,7 +135,7 @@ async def test_proxy_health_follows_its_targets(harness: Harness) -> None:
     proxy = harness.boot_proxy(ports, wait_serving=False)
 
     async def health_is(status: int) -> bool:
-        return await _health(proxy.port) == status
+        return await health(proxy.port) == status
 
     await eventually(lambda: health_is(NOT_SERVING), timeout=10, what="proxy answering NOT_SERVING")
     # Both targets known down: still NOT_SERVING.
@@ -156,7 +143,7 @@ async def test_proxy_health_follows_its_targets(harness: Harness) -> None:
         await harness.acquire(proxy.port, ROOMY_JOB, timeout=30)
     except grpc.aio.AioRpcError as err:
         assert err.code() == grpc.StatusCode.UNAVAILABLE, err
-    assert await _health(proxy.port) == NOT_SERVING
+    assert await health(proxy.port) == NOT_SERVING
 
     harness.boot_instance(ports[1], ROOMY)
     await eventually(lambda: health_is(SERVING), timeout=15, what="proxy SERVING once a target is")

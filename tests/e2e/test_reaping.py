@@ -108,11 +108,7 @@ async def test_each_reaping_call_closes_at_most_one_batch_and_reaping_finishes(h
 async def test_a_survivor_finishes_the_removal_by_itself(harness: Harness) -> None:
     survivor = harness.boot_instance(0, "expiry", ROOMY)
     dead = harness.boot_instance(0, "expiry", ROOMY)
-
-    async def both_counted() -> bool:
-        return (await harness.allocation(survivor.port)).allocation.instance_count == 2
-
-    await eventually(both_counted, what="the survivor to see two instances")
+    await eventually(lambda: harness.counts_instances(survivor.port, 2), what="the survivor to see two instances")
     own = 3
     await open_leases(harness, survivor.port, own)
     await open_leases(harness, dead.port, LEASES)
@@ -121,7 +117,7 @@ async def test_a_survivor_finishes_the_removal_by_itself(harness: Harness) -> No
     harness.kill_instance(dead.port)
 
     async def removed() -> bool:
-        alone = (await harness.allocation(survivor.port)).allocation.instance_count == 1
+        alone = await harness.counts_instances(survivor.port, 1)
         return alone and client.zcard(INSTANCES) == 1 and in_flight(harness) == {"_": own, survivor.instance_id: own}
 
     await eventually(removed, timeout=30, what="the survivor to remove the killed instance")

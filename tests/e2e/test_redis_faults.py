@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from rllocal.ledger_view import MINUTE_MS, Ledger
 from rlproto import ratelimit_pb2 as pb
 
-from .harness import Harness, Process, RedisServer, eventually
+from .harness import Harness, Process, RedisServer, eventually, health
 from .tls_relay import TlsRelay, redis_certificate
 
 # TPM 100 000 and one job type of 10 000 tokens: ten jobs per minute window across all instances.
@@ -55,12 +55,6 @@ async def fault_harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
 def ledger(h: Harness) -> Ledger:
     return Ledger(h.redis())
-
-
-async def health(port: int) -> int:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-        return int(reply.status)
 
 
 async def all_health(ports: list[int], status: int) -> bool:

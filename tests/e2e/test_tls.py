@@ -10,11 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .harness import Harness
+from .harness import ROOMY, ROOMY_JOB, Harness
 from .pki import Pki, make_pki
-
-ROOMY = "slotCalc-concurrent"
-ROOMY_JOB = "jobTypeA"
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ NO_HEARTBEAT = {"heartbeat_interval_ms": 600_000, "stale_after_ms": 1_800_000}
 async def test_an_overage_shrinks_the_other_instance_pool_at_once(harness: Harness) -> None:
     a = harness.boot_instance(0, "slotCalculation", NO_HEARTBEAT).port
     b = harness.boot_instance(0, "slotCalculation", NO_HEARTBEAT).port
-    await eventually(lambda: _instances(harness, b, 2), what="two instances")
+    await eventually(lambda: harness.counts_instances(b, 2), what="two instances")
     await harness.within_one_window()
     assert (await pool(harness, b, "model-alpha")).tokens_per_minute == 50_000
     lease = await harness.acquire(a, "jobTypeA")
@@ -134,14 +134,10 @@ async def test_an_overage_shrinks_the_other_instance_pool_at_once(harness: Harne
     assert "overage: job type jobTypeA on model-alpha estimated 10000" in harness.processes[a].log.read_text()
 
 
-async def _instances(harness: Harness, port: int, n: int) -> bool:
-    return (await harness.allocation(port)).allocation.instance_count == n
-
-
 async def test_refunds_across_two_instances_come_back_to_both(harness: Harness) -> None:
     a = harness.boot_instance(0, "slotCalculation").port
     b = harness.boot_instance(0, "slotCalculation").port
-    await eventually(lambda: _instances(harness, a, 2), what="two instances")
+    await eventually(lambda: harness.counts_instances(a, 2), what="two instances")
     await harness.within_one_window()
     big = await harness.acquire(a, "jobTypeA")
     over = await harness.acquire(a, "jobTypeB")
@@ -156,7 +152,7 @@ async def test_refunds_across_two_instances_come_back_to_both(harness: Harness) 
 async def test_a_release_sent_to_another_instance_settles_for_the_owner(harness: Harness) -> None:
     owner = harness.boot_instance(0, "slotCalculation")
     other = harness.boot_instance(0, "slotCalculation")
-    await eventually(lambda: _instances(harness, owner.port, 2), what="two instances")
+    await eventually(lambda: harness.counts_instances(owner.port, 2), what="two instances")
     await harness.within_one_window()
     lease = await harness.acquire(owner.port, "jobTypeA")
     reply = await harness.release(other.port, lease.lease_id, actual=used(2000))
@@ -187,7 +183,7 @@ async def _tpm(harness: Harness, port: int, value: int) -> bool:
 async def test_daily_limits_divide_and_refund_like_minute_ones(harness: Harness) -> None:
     a = harness.boot_instance(0, "slotCalc-tpd").port
     b = harness.boot_instance(0, "slotCalc-tpd").port
-    await eventually(lambda: _instances(harness, a, 2), what="two instances")
+    await eventually(lambda: harness.counts_instances(a, 2), what="two instances")
     assert (await pool(harness, a, "model-tpd")).tokens_per_day == 500_000
     lease = await harness.acquire(b, "jobTypeA")
     assert (await pool(harness, b, "model-tpd")).tokens_per_day == 500_000
@@ -237,7 +233,7 @@ async def test_a_new_instance_mid_window_cannot_push_committed_above_the_limit(h
     for _ in range(10):
         await harness.acquire(a, "scaleJob")
     b = harness.boot_instance(0, "instanceScaling", no_wait).port
-    await eventually(lambda: _instances(harness, b, 2), what="B to join")
+    await eventually(lambda: harness.counts_instances(b, 2), what="B to join")
     # B's share reads 50 000, but A's open leases hold the whole window: the global cap refuses.
     assert (await pool(harness, b, "scale-model")).tokens_per_minute == 50_000
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -249,7 +245,7 @@ async def test_a_new_instance_mid_window_cannot_push_committed_above_the_limit(h
 async def test_nothing_leaks_after_success_failure_expiry_and_death(harness: Harness) -> None:
     a = harness.boot_instance(0, "expiry").port
     b = harness.boot_instance(0, "expiry").port
-    await eventually(lambda: _instances(harness, a, 2), what="two instances")
+    await eventually(lambda: harness.counts_instances(a, 2), what="two instances")
     ok = await harness.acquire(a, "work")
     failed = await harness.acquire(b, "work")
     await harness.acquire(a, "work", lease_ttl_ms=200)
