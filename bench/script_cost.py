@@ -32,6 +32,7 @@ import redis
 
 from rllocal.processes import free_port, poll_until, redis_argv, redis_server_binary
 from rlservice.backend.ledger import Ledger, limits_json
+from rlservice.config import MAX_MODELS
 from rlservice.types import ModelLimits
 
 PREFIX = "{bench}"
@@ -65,7 +66,7 @@ def instructions(workload: Workload, work: Path) -> int:
         proc.kill()
         raise
     sha = str(client.script_load(Ledger._script_text()))
-    client.evalsha(sha, 1, PREFIX, INSTANCE, "register", 1, LIMITS)
+    client.evalsha(sha, 1, PREFIX, INSTANCE, "register", 2, LIMITS, MAX_MODELS)
     workload(client, sha)
     # The server closes the connection as it shuts down.
     with contextlib.suppress(redis.ConnectionError):

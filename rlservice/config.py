@@ -102,8 +102,14 @@ class MemoryConfig(_Strict):
         return self
 
 
+# The most models that share one key prefix. The ledger's maintenance (registering, removing an
+# instance, a heartbeat's states) works on every model in one script call, so their number is its
+# batch: 64 keeps such a call within a few milliseconds of Redis.
+MAX_MODELS = 64
+
+
 class Settings(_Strict):
-    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+    models: Annotated[dict[str, ModelConfig], Field(min_length=1, max_length=MAX_MODELS)]
     escalation_order: list[str] | None = None
     job_types: Annotated[dict[str, JobTypeConfig], Field(min_length=1)]
     default_job_type: str | None = None

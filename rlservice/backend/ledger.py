@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as RedisError
 
+from ..config import MAX_MODELS
 from ..types import ModelLimits, Outcome, Snapshot, Usage
 from .wire import CallReply, parse_reply
 from .wire import ClosedLease as ClosedLease
@@ -199,8 +200,15 @@ class Ledger:
 
     async def register(self, models: dict[str, ModelLimits]) -> dict[str, Snapshot] | None:
         """The states after registering, or None while an earlier registration of this id is still
-        being closed (call again)."""
-        status, _, call = await self._run("register", limits_json(models))
+        being closed (call again). Raises LedgerUnavailable when the ledger would hold more than
+        MAX_MODELS models."""
+        status, r, call = await self._run("register", limits_json(models), MAX_MODELS)
+        if status == "too_many_models":
+            raise LedgerUnavailable(
+                f"the ledger under key prefix {self._key} holds {r[1]} models and this configuration adds {r[2]}:"
+                f" at most {MAX_MODELS} share a key prefix; remove those no longer configured anywhere"
+                f" (SREM {self._key}:models NAME) or use another --key-prefix"
+            )
         if status == "busy":
             return None
         return call.snapshots

@@ -7,11 +7,13 @@ import time
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
-from .harness import Harness, eventually
+from .harness import Harness, eventually, health
 
 NO_WAIT = {"job_types": {"scaleJob": {"max_wait_ms": {"scale-model": 0}}}}
 FAST_STALE = {"heartbeat_interval_ms": 200, "stale_after_ms": 1000}
+NOT_SERVING = int(health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 async def slots(harness: Harness, port: int, model: str) -> int:
@@ -189,3 +191,22 @@ async def test_global_concurrency_holds_while_an_instance_dies_under_load(harnes
     assert more, "the survivors must take over the dead instance's freed slots"
     assert peak <= 100
     assert harness.in_flight("model-gamma").get("_", 0) <= 100
+
+
+async def test_a_ledger_full_of_models_refuses_more_until_some_are_removed(harness: Harness) -> None:
+    """One key prefix holds at most 64 models (the batch of the ledger's maintenance calls)."""
+    client = harness.redis()
+    stale = [f"retired-{n}" for n in range(64)]
+    client.sadd("{rl}:models", *stale)
+    instance = harness.boot_instance(0, "instanceScaling", wait_serving=False)
+
+    async def refused() -> bool:
+        return "holds 64 models and this configuration adds 1" in instance.log.read_text()
+
+    await eventually(refused, timeout=30, what="the refusal in the instance's log")
+    assert await health(instance.port) == NOT_SERVING
+    assert client.scard("{rl}:models") == 64
+    client.srem("{rl}:models", *stale[:1])
+    harness.wait_serving(instance.port)
+    assert await slots(harness, instance.port, "scale-model") == 10
+    assert client.scard("{rl}:models") == 64

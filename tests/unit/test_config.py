@@ -298,6 +298,7 @@ def test_cost_is_per_million_tokens() -> None:
         (minimal(models={"m": {"pricing": {"input": 1}}}), "models.m", "at least one limit"),
         (minimal(models={"m": {"tokens_per_minute": 0}}), "models.m.tokens_per_minute", "greater than 0"),
         (minimal(models={}), "models", ""),
+        (minimal(models={f"m{i}": {"tokens_per_minute": 1} for i in range(65)}), "models", "at most 64"),
         (minimal(job_types={}), "job_types", ""),
         (minimal(default_job_type="chat"), "default_job_type", "unknown job type 'chat'"),
         (minimal(memory={"capacity_kb": 1, "free_memory_ratio": 0.5}), "memory", "exactly one"),

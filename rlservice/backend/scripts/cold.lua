@@ -83,8 +83,8 @@ local function close_batch(inst)
 end
 
 -- The last step of a removal, once the instance holds no open lease: its per-model fields go, and
--- N drops. Work per model, bounded by the configuration. The caller has written the counters back
--- and dropped them.
+-- N drops. Work per model, at most max_models of them (register.lua refuses more). The caller has
+-- written the counters back and dropped them.
 local function drop_instance(inst)
   for _, name in ipairs(redis.call('SMEMBERS', K_MODELS)) do
     redis.call('HDEL', P .. ':w:' .. name .. ':m:' .. WM, 'ot:' .. inst, 'or:' .. inst)
