@@ -9,7 +9,8 @@ are passed on one by one as they come.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Final, NoReturn, TypeVar, cast
 
 import grpc
@@ -40,7 +41,7 @@ def _outgoing_metadata(incoming: aio.Metadata | None) -> Metadata | None:
     return tuple((key, value) for key, value in incoming if key != _USER_AGENT) or None
 
 
-async def _stream(method: StreamMethod, request: bytes, context: Context) -> AsyncIterator[bytes]:
+async def _stream(method: StreamMethod, request: bytes, context: Context) -> AsyncGenerator[bytes, None]:
     call = method(
         request,
         timeout=context.time_remaining(),
@@ -200,17 +201,21 @@ class Forwarder:
         failures: dict[int, str] = {}
         if instance_id:
             target = await self._named(name, instance_id, context)
-            async for reply in self._follow(target, request, context, failures, named=True):
-                yield reply
+            async with contextlib.aclosing(self._follow(target, request, context, failures, named=True)) as replies:
+                async for reply in replies:
+                    yield reply
             return
         while True:
             for index, target in enumerate(self._targets):
                 if not target.serving or index in failures:
                     continue
                 followed = False
-                async for reply in self._follow(target, request, context, failures, named=False):
-                    followed = True
-                    yield reply
+                async with contextlib.aclosing(
+                    self._follow(target, request, context, failures, named=False)
+                ) as replies:
+                    async for reply in replies:
+                        followed = True
+                        yield reply
                 if followed or index not in failures:
                     return
             if not await self._await_answers(name, context, failures):
@@ -218,15 +223,17 @@ class Forwarder:
 
     async def _follow(
         self, target: Target, request: bytes, context: Context, failures: dict[int, str], named: bool
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The target's stream; a stream that never reached an unnamed target ends with nothing,
         its failure noted, so that the next target may serve it."""
         code = grpc.StatusCode.OK
         sent = False
         try:
-            async for reply in _stream(target.watch_allocation, request, context):
-                sent = True
-                yield reply
+            replies = _stream(target.watch_allocation, request, context)
+            async with contextlib.aclosing(replies):
+                async for reply in replies:
+                    sent = True
+                    yield reply
         except aio.AioRpcError as err:
             code = err.code()
             if named or sent or not never_reached(err):
