@@ -8,8 +8,11 @@ instance. It reports instructions per script call and per operation for:
 
 - a trivial script (`return 1`), the floor of any EVALSHA;
 - the ledger with no operation (what every call pays before its first operation);
-- Acquire + Release pairs, one operation a call and in batches of 4 and 8 (group commit), with what
-  a call costs on its own and what each operation adds.
+- Acquire + Release pairs, one operation a call and in batches of 3 and 8 (group commit), with what
+  a call costs on its own and what each operation adds;
+- the same pairs on script_floor.lua, a script that keeps only the counters and job ids in Redis
+  (no lease records, no functions made per call): the floor under any ledger that keeps the
+  guarantee, to compare the ledger with.
 
 Needs valgrind (Debian's package). About a minute per workload.
 
@@ -98,6 +101,23 @@ def pairs(calls: int, batch: int) -> Workload:
     return run
 
 
+FLOOR = Path(__file__).with_name("script_floor.lua")
+
+
+def floor_pairs(calls: int, batch: int) -> Workload:
+    """pairs() on script_floor.lua: what a script costs that keeps only counters and job ids."""
+
+    def run(client: redis.Redis, _: str) -> None:
+        sha = str(client.script_load(FLOOR.read_text()))
+        for c in range(calls // 2):
+            numbers = range(c * batch, (c + 1) * batch)
+            leases = [(f"job-{n}", f"{INSTANCE}/lease-{n}") for n in numbers]
+            client.evalsha(sha, 1, PREFIX, INSTANCE, *[a for j, x in leases for a in ("a", MODEL, j, x, 100, 1)])
+            client.evalsha(sha, 1, PREFIX, INSTANCE, *[a for j, x in leases for a in ("r", MODEL, j, x, 100, 1, 70, 1)])
+
+    return run
+
+
 def repeat(calls: int, script: str | None) -> Workload:
     """calls script calls with no operation: of `script`, or of the ledger when None."""
 
@@ -128,23 +148,26 @@ def main() -> int:
         trivial = per_call(repeat(calls, "return 1"))
         empty = per_call(repeat(calls, None))
         rows = [("trivial script (return 1)", trivial, 1), ("ledger, no operation", empty, 0)]
-        batched = {}
-        for batch in (1, 4, 8):
-            cost = per_call(pairs(calls, batch))
-            batched[batch] = cost
-            rows.append((f"Acquire or Release, {batch} a call", cost, batch))
+        batched: dict[tuple[str, int], float] = {}
+        for label, workload in (("Acquire or Release", pairs), ("floor script, the same", floor_pairs)):
+            for batch in (1, 3, 8):
+                cost = per_call(workload(calls, batch))
+                batched[label, batch] = cost
+                rows.append((f"{label}, {batch} a call", cost, batch))
     print(f"redis-server {redis_server_binary()}; {calls} script calls per workload; instructions under callgrind")
-    print(f"{'workload':<32} {'per call':>10} {'per op':>10}")
+    print(f"{'workload':<34} {'per call':>10} {'per op':>10}")
     for label, cost, ops in rows:
         per_op = f"{cost / ops:,.0f}" if ops else "-"
-        print(f"{label:<32} {cost:>10,.0f} {per_op:>10}")
-    each = (batched[8] - batched[1]) / 7
-    fixed = batched[1] - each
-    print(
-        f"\na call costs {fixed:,.0f} on its own ({fixed / trivial:.1f} trivial EVALSHAs) and each operation "
-        f"adds {each:,.0f} ({each / trivial:.1f}); with B operations a call, an RPC costs "
-        f"{fixed:,.0f} / B + {each:,.0f}"
-    )
+        print(f"{label:<34} {cost:>10,.0f} {per_op:>10}")
+    print()
+    for label, what in (("Acquire or Release", "the ledger"), ("floor script, the same", "the floor script")):
+        each = (batched[label, 8] - batched[label, 1]) / 7
+        fixed = batched[label, 1] - each
+        print(
+            f"{what}: a call costs {fixed:,.0f} on its own ({fixed / trivial:.1f} trivial EVALSHAs) and each "
+            f"operation adds {each:,.0f} ({each / trivial:.1f}); with B operations a call, an RPC costs "
+            f"{fixed:,.0f} / B + {each:,.0f}"
+        )
     return 0
 
 
