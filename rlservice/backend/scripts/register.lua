@@ -4,12 +4,14 @@
 -- The same id registering again is a restart: whatever the old process held is closed first, one
 -- batch a call ('busy' until that is done).
 OPS.register = function(models_json, max_models)
-  local models, held, added = cjson.decode(models_json), redis.call('SCARD', K_MODELS), 0
-  for name in pairs(models) do added = added + 1 - redis.call('SISMEMBER', K_MODELS, name) end
+  local models, listed, added = cjson.decode(models_json), {}, 0
+  for name in pairs(models) do listed[#listed + 1] = name end
+  for _, known in ipairs(redis.call('SMISMEMBER', K_MODELS, unpack(listed))) do added = added + 1 - known end
+  local held = redis.call('SCARD', K_MODELS)
   if held + added > tonumber(max_models) then return 'too_many_models\n' .. held .. '\n' .. added end
   if not remove_step(ME, '-') then return 'busy' end
+  redis.call('SADD', K_MODELS, unpack(listed))
   for name, lim in pairs(models) do
-    redis.call('SADD', K_MODELS, name)
     redis.call('HSET', P .. ':model:' .. name, 'tpm', lim.tpm, 'rpm', lim.rpm, 'tpd', lim.tpd, 'rpd', lim.rpd,
                'conc', lim.conc)
   end
