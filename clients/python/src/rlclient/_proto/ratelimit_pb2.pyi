@@ -32,6 +32,10 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     """The call failed but the provider counted usage; actual carries it."""
     FAILED_UNKNOWN_USAGE: _Outcome.ValueType  # 3
     """The usage is unknown: the estimate stays committed, nothing is refunded."""
+    RATE_LIMITED: _Outcome.ValueType  # 4
+    """The provider refused the call (HTTP 429): nothing is charged unless actual
+    says so, the estimate is refunded in its window and the model is paused.
+    """
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
 
@@ -42,6 +46,10 @@ FAILED_WITH_USAGE: Outcome.ValueType  # 2
 """The call failed but the provider counted usage; actual carries it."""
 FAILED_UNKNOWN_USAGE: Outcome.ValueType  # 3
 """The usage is unknown: the estimate stays committed, nothing is refunded."""
+RATE_LIMITED: Outcome.ValueType  # 4
+"""The provider refused the call (HTTP 429): nothing is charged unless actual
+says so, the estimate is refunded in its window and the model is paused.
+"""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final
@@ -178,24 +186,84 @@ class ReleaseRequest(_message.Message):
     LEASE_ID_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     ACTUAL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     outcome: Global___Outcome.ValueType
     @_builtins.property
     def actual(self) -> Global___Usage: ...
+    @_builtins.property
+    def provider(self) -> Global___ProviderFeedback:
+        """What the provider said in its answer; unset when the caller did not read it."""
+
     def __init__(
         self,
         *,
         lease_id: _builtins.str = ...,
         outcome: Global___Outcome.ValueType = ...,
         actual: Global___Usage | None = ...,
+        provider: Global___ProviderFeedback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "provider", b"provider"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "lease_id", b"lease_id", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "lease_id", b"lease_id", "outcome", b"outcome", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
+
+@_typing.final
+class ProviderFeedback(_message.Message):
+    """The provider's own word on the key, from its answer's headers. Negative
+    values are INVALID_ARGUMENT.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
+    REMAINING_TOKENS_FIELD_NUMBER: _builtins.int
+    REMAINING_REQUESTS_FIELD_NUMBER: _builtins.int
+    REMAINING_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REMAINING_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    retry_after_ms: _builtins.int
+    """retry-after of a 429, in milliseconds: pauses the model on every instance."""
+    remaining_tokens: _builtins.int
+    """What the provider says is left now; a ledger that thinks more is left is
+    charged the gap as external usage.
+    """
+    remaining_requests: _builtins.int
+    remaining_input_tokens: _builtins.int
+    remaining_output_tokens: _builtins.int
+    def __init__(
+        self,
+        *,
+        retry_after_ms: _builtins.int = ...,
+        remaining_tokens: _builtins.int | None = ...,
+        remaining_requests: _builtins.int | None = ...,
+        remaining_input_tokens: _builtins.int | None = ...,
+        remaining_output_tokens: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_remaining_input_tokens", b"_remaining_input_tokens", "_remaining_output_tokens", b"_remaining_output_tokens", "_remaining_requests", b"_remaining_requests", "_remaining_tokens", b"_remaining_tokens", "remaining_input_tokens", b"remaining_input_tokens", "remaining_output_tokens", b"remaining_output_tokens", "remaining_requests", b"remaining_requests", "remaining_tokens", b"remaining_tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_remaining_input_tokens", b"_remaining_input_tokens", "_remaining_output_tokens", b"_remaining_output_tokens", "_remaining_requests", b"_remaining_requests", "_remaining_tokens", b"_remaining_tokens", "remaining_input_tokens", b"remaining_input_tokens", "remaining_output_tokens", b"remaining_output_tokens", "remaining_requests", b"remaining_requests", "remaining_tokens", b"remaining_tokens", "retry_after_ms", b"retry_after_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__remaining_input_tokens: _TypeAlias = _typing.Literal["remaining_input_tokens"]  # noqa: Y015
+    _WhichOneofArgType__remaining_input_tokens: _TypeAlias = _typing.Literal["_remaining_input_tokens", b"_remaining_input_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__remaining_output_tokens: _TypeAlias = _typing.Literal["remaining_output_tokens"]  # noqa: Y015
+    _WhichOneofArgType__remaining_output_tokens: _TypeAlias = _typing.Literal["_remaining_output_tokens", b"_remaining_output_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__remaining_requests: _TypeAlias = _typing.Literal["remaining_requests"]  # noqa: Y015
+    _WhichOneofArgType__remaining_requests: _TypeAlias = _typing.Literal["_remaining_requests", b"_remaining_requests"]  # noqa: Y015
+    _WhichOneofReturnType__remaining_tokens: _TypeAlias = _typing.Literal["remaining_tokens"]  # noqa: Y015
+    _WhichOneofArgType__remaining_tokens: _TypeAlias = _typing.Literal["_remaining_tokens", b"_remaining_tokens"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining_input_tokens) -> _WhichOneofReturnType__remaining_input_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining_output_tokens) -> _WhichOneofReturnType__remaining_output_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining_requests) -> _WhichOneofReturnType__remaining_requests | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining_tokens) -> _WhichOneofReturnType__remaining_tokens | None: ...
+
+Global___ProviderFeedback: _TypeAlias = ProviderFeedback  # noqa: Y015
 
 @_typing.final
 class ReleaseResponse(_message.Message):
@@ -207,6 +275,9 @@ class ReleaseResponse(_message.Message):
     OVERAGE_REQUESTS_FIELD_NUMBER: _builtins.int
     SAME_WINDOW_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_TOKENS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REQUESTS_FIELD_NUMBER: _builtins.int
     refunded_tokens: _builtins.int
     refunded_requests: _builtins.int
     overage_tokens: _builtins.int
@@ -214,6 +285,11 @@ class ReleaseResponse(_message.Message):
     same_window: _builtins.bool
     """True when released in the windows it was acquired in (refunds apply only then)."""
     cost_usd: _builtins.float
+    paused_until_ms: _builtins.int
+    """Redis time until which the model is paused after this release; 0 when not paused."""
+    external_tokens: _builtins.int
+    """External usage this release charged to the model's current window."""
+    external_requests: _builtins.int
     def __init__(
         self,
         *,
@@ -223,10 +299,13 @@ class ReleaseResponse(_message.Message):
         overage_requests: _builtins.int = ...,
         same_window: _builtins.bool = ...,
         cost_usd: _builtins.float = ...,
+        paused_until_ms: _builtins.int = ...,
+        external_tokens: _builtins.int = ...,
+        external_requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "overage_requests", b"overage_requests", "overage_tokens", b"overage_tokens", "refunded_requests", b"refunded_requests", "refunded_tokens", b"refunded_tokens", "same_window", b"same_window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "external_requests", b"external_requests", "external_tokens", b"external_tokens", "overage_requests", b"overage_requests", "overage_tokens", b"overage_tokens", "paused_until_ms", b"paused_until_ms", "refunded_requests", b"refunded_requests", "refunded_tokens", b"refunded_tokens", "same_window", b"same_window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -332,12 +411,20 @@ class Pool(_message.Message):
     TOKENS_PER_DAY_FIELD_NUMBER: _builtins.int
     REQUESTS_PER_DAY_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_TOKENS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REQUESTS_FIELD_NUMBER: _builtins.int
     total_slots: _builtins.int
     tokens_per_minute: _builtins.int
     requests_per_minute: _builtins.int
     tokens_per_day: _builtins.int
     requests_per_day: _builtins.int
     max_concurrent: _builtins.int
+    paused_until_ms: _builtins.int
+    """Redis time until which no instance grants on the model (a provider 429); 0 when not paused."""
+    external_tokens: _builtins.int
+    """Usage the provider reported that the ledger never saw, charged to the current window."""
+    external_requests: _builtins.int
     def __init__(
         self,
         *,
@@ -347,10 +434,13 @@ class Pool(_message.Message):
         tokens_per_day: _builtins.int | None = ...,
         requests_per_day: _builtins.int | None = ...,
         max_concurrent: _builtins.int | None = ...,
+        paused_until_ms: _builtins.int = ...,
+        external_tokens: _builtins.int = ...,
+        external_requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "max_concurrent", b"max_concurrent", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "max_concurrent", b"max_concurrent", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute", "total_slots", b"total_slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "external_requests", b"external_requests", "external_tokens", b"external_tokens", "max_concurrent", b"max_concurrent", "paused_until_ms", b"paused_until_ms", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute", "total_slots", b"total_slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_concurrent: _TypeAlias = _typing.Literal["max_concurrent"]  # noqa: Y015
     _WhichOneofArgType__max_concurrent: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent"]  # noqa: Y015
