@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Final, NoReturn
+from typing import Any, Final, Literal, NoReturn, get_args
 
 import grpc
 from grpc.aio import ServicerContext
@@ -19,7 +19,7 @@ from .errors import InvalidArgument, NotFound, ServiceError
 from .limiter import Limiter
 from .metrics import NO_METRICS, ServiceMetrics
 from .results import AllocationReport, Grant, ReleaseResult
-from .types import Outcome, Usage
+from .types import Outcome, ProviderFeedback, Usage
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,13 @@ MAX_ID_LENGTH = 256
 MAX_TTL_MS = 24 * 3_600_000
 # Far above any real call, low enough to stop a garbage value from swamping the ledger.
 MAX_USAGE = 100_000_000
+# A provider's remaining or retry-after beyond this is garbage (the ledger counts in doubles).
+MAX_FEEDBACK = 10**12
+_Remaining = Literal["remaining_tokens", "remaining_requests", "remaining_input_tokens", "remaining_output_tokens"]
+_REMAINING: tuple[_Remaining, ...] = get_args(_Remaining)
 
 Context = ServicerContext[Any, Any]
+_OUTCOMES = frozenset(int(o) for o in Outcome)
 
 # The result label of a failed call in the metrics.
 RESULTS: Final = {
@@ -56,6 +61,9 @@ def _pool(p: Pool) -> pb.Pool:
         tokens_per_day=p.rates[2],
         requests_per_day=p.rates[3],
         max_concurrent=p.max_concurrent,
+        paused_until_ms=p.paused_until_ms,
+        external_tokens=p.external[0],
+        external_requests=p.external[1],
     )
 
 
@@ -78,6 +86,23 @@ def _usage(u: pb.Usage) -> Usage:
         if value > MAX_USAGE:
             raise InvalidArgument(f"actual.{name} = {value} is absurd (above {MAX_USAGE})")
     return usage
+
+
+def _feedback(request: pb.ReleaseRequest) -> ProviderFeedback | None:
+    """What the provider said, checked; None when the Release carries nothing of it."""
+    if not request.HasField("provider"):
+        return None
+    fb = request.provider
+    values = {"retry_after_ms": fb.retry_after_ms}
+    values.update({name: getattr(fb, name) for name in _REMAINING if fb.HasField(name)})
+    for name, value in values.items():
+        if value < 0:
+            raise InvalidArgument(
+                f"provider.{name} is negative ({value}): pass what the provider's headers say, or leave it unset"
+            )
+        if value > MAX_FEEDBACK:
+            raise InvalidArgument(f"provider.{name} = {value} is absurd (above {MAX_FEEDBACK})")
+    return ProviderFeedback(**values)
 
 
 def _check_id(name: str, value: str) -> None:
@@ -221,16 +246,22 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             overage_requests=c.overage_requests,
             same_window=c.same_window,
             cost_usd=result.cost_usd,
+            paused_until_ms=c.paused_until_ms,
+            external_tokens=c.external_tokens,
+            external_requests=c.external_requests,
         )
 
     async def _release(self, request: pb.ReleaseRequest) -> ReleaseResult:
         _check_id("lease_id", request.lease_id)
         if request.outcome == pb.OUTCOME_UNSPECIFIED:
-            raise InvalidArgument("outcome is required: SUCCESS, FAILED_WITH_USAGE or FAILED_UNKNOWN_USAGE")
-        if request.outcome not in (pb.SUCCESS, pb.FAILED_WITH_USAGE, pb.FAILED_UNKNOWN_USAGE):
+            raise InvalidArgument(
+                "outcome is required: SUCCESS, FAILED_WITH_USAGE, FAILED_UNKNOWN_USAGE or RATE_LIMITED"
+            )
+        if request.outcome not in _OUTCOMES:
             raise InvalidArgument(f"unknown outcome {request.outcome}")
         usage = _usage(request.actual)
-        return await self._limiter.release(request.lease_id, Outcome(request.outcome), usage)
+        provider = _feedback(request)
+        return await self._limiter.release(request.lease_id, Outcome(request.outcome), usage, provider)
 
     async def ExtendLease(self, request: pb.ExtendLeaseRequest, context: Context) -> pb.ExtendLeaseResponse:
         try:

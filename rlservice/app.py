@@ -27,7 +27,7 @@ from rlproto import ratelimit_pb2, ratelimit_pb2_grpc
 
 from .api import RateLimiterServicer
 from .backend.events import EventStream
-from .backend.ledger import Ledger, LedgerUnavailable
+from .backend.ledger import FeedbackPolicy, Ledger, LedgerUnavailable
 from .config import Settings
 from .limiter import Limiter
 from .metrics import NO_METRICS, PrometheusMetrics
@@ -94,7 +94,15 @@ class Instance:
         self._stop_metrics: Callable[[], None] | None = None
         # Without metrics the ledger times nothing.
         observe = self._prometheus.redis_call if self._prometheus is not None else None
-        ledger = Ledger(self._redis, opts.key_prefix, instance_id, opts.settings.stale_after_ms, observe)
+        settings = opts.settings
+        tolerance_tokens, tolerance_requests = settings.feedback_tolerance()
+        feedback = FeedbackPolicy(
+            settings.provider_feedback.max_pause_ms,
+            settings.provider_feedback.default_pause_ms,
+            tolerance_tokens,
+            tolerance_requests,
+        )
+        ledger = Ledger(self._redis, opts.key_prefix, instance_id, settings.stale_after_ms, observe, feedback)
         self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))
         self._events = EventStream(
             self._events_redis,

@@ -102,6 +102,20 @@ class MemoryConfig(_Strict):
         return self
 
 
+class ProviderFeedbackConfig(_Strict):
+    """How a provider's word in a Release moves the ledger (SPEC §11)."""
+
+    # The longest pause a retry-after may ask for: a provider's odd header must not stop a model
+    # for an hour.
+    max_pause_ms: PositiveInt = 60_000
+    # The pause of a RATE_LIMITED release that gives no retry-after.
+    default_pause_ms: NonNegativeInt = 1000
+    # How far the provider's remaining may fall below the ledger's before the gap is charged; unset:
+    # the largest estimate of any job type, so that one call in flight that the provider has
+    # counted and the ledger not yet does not shrink the pools.
+    tolerance_tokens: NonNegativeInt | None = None
+
+
 # The most models that share one key prefix. The ledger's maintenance (registering, removing an
 # instance, a heartbeat's states) works on every model in one script call, so their number is its
 # batch: 64 keeps such a call within a few milliseconds of Redis.
@@ -122,6 +136,7 @@ class Settings(_Strict):
     # While no other instance has requests waiting for a model, an instance may take beyond its
     # share, up to what is left globally (SPEC §5).
     lend_idle_capacity: bool = False
+    provider_feedback: ProviderFeedbackConfig = ProviderFeedbackConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Self:
@@ -176,6 +191,13 @@ class Settings(_Strict):
 
     def model_order(self) -> list[str]:
         return list(self.escalation_order) if self.escalation_order else list(self.models)
+
+    def feedback_tolerance(self) -> tuple[int, int]:
+        """Tokens and requests by which the provider's remaining may fall below the ledger's."""
+        tokens = self.provider_feedback.tolerance_tokens
+        if tokens is None:
+            tokens = max(jt.estimated_tokens for jt in self.job_types.values())
+        return tokens, 1
 
     def average_estimates(self) -> tuple[Fraction, Fraction]:
         """Exact averages of estimated tokens and requests over all job types (SPEC §5), as fractions

@@ -15,7 +15,7 @@ from .instance.local import LocalState
 from .instance.membership import Membership
 from .instance.report import allocation
 from .results import AllocationReport, Grant, ReleaseResult
-from .types import Outcome, Usage
+from .types import Outcome, ProviderFeedback, Usage
 
 
 class Limiter:
@@ -58,8 +58,10 @@ class Limiter:
     ) -> Grant:
         return await self._admission.acquire(job_id, job_type, models, ttl_ms, time_left_s)
 
-    async def release(self, lease_id: str, outcome: Outcome, usage: Usage) -> ReleaseResult:
-        return await self._lifecycle.release(lease_id, outcome, usage)
+    async def release(
+        self, lease_id: str, outcome: Outcome, usage: Usage, provider: ProviderFeedback | None = None
+    ) -> ReleaseResult:
+        return await self._lifecycle.release(lease_id, outcome, usage, provider)
 
     async def extend(self, lease_id: str, ttl_ms: int) -> int:
         return await self._lifecycle.extend(lease_id, ttl_ms)

@@ -183,12 +183,24 @@ class AllocationCollector(Collector):
             labels=per_model,
         )
         slots = GaugeMetricFamily("rlservice_pool_slots", "The pool's total slots on this instance.", labels=per_model)
+        paused = GaugeMetricFamily(
+            "rlservice_paused_until_ms",
+            "Redis time (ms) until which a provider's 429 pauses the model on every instance; 0 when not paused.",
+            labels=per_model,
+        )
+        external = GaugeMetricFamily(
+            "rlservice_external_tokens",
+            "Tokens of the model's current minute window that the provider reported and no lease accounts for.",
+            labels=per_model,
+        )
         for model, pool in report.pools.items():
             if pool.rates[0] is not None:
                 tpm.add_metric((model,), pool.rates[0])
+                external.add_metric((model,), pool.external[0])
             if pool.rates[1] is not None:
                 rpm.add_metric((model,), pool.rates[1])
             slots.add_metric((model,), pool.total_slots)
+            paused.add_metric((model,), pool.paused_until_ms)
         in_flight = GaugeMetricFamily("rlservice_in_flight", "Open leases of the type on the model.", labels=per_type)
         waiting = GaugeMetricFamily("rlservice_waiting", "Acquires queued for the type on the model.", labels=per_type)
         allocated = GaugeMetricFamily(
@@ -211,4 +223,4 @@ class AllocationCollector(Collector):
         instances.add_metric((), report.instance_count)
         leases = GaugeMetricFamily("rlservice_active_leases", "Open leases issued by this instance.")
         leases.add_metric((), report.active_leases)
-        yield from (tpm, rpm, slots, in_flight, waiting, allocated, ratio, instances, leases)
+        yield from (tpm, rpm, slots, paused, external, in_flight, waiting, allocated, ratio, instances, leases)

@@ -16,6 +16,7 @@ class Outcome(IntEnum):
     SUCCESS = 1
     FAILED_WITH_USAGE = 2
     FAILED_UNKNOWN_USAGE = 3
+    RATE_LIMITED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,18 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderFeedback:
+    """What a provider's answer said, passed on by a Release (SPEC §11): a 429's retry-after and the
+    remaining capacity of the key; None where the answer did not say."""
+
+    retry_after_ms: int = 0
+    remaining_tokens: int | None = None
+    remaining_requests: int | None = None
+    remaining_input_tokens: int | None = None
+    remaining_output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A model's ledger state as seen by one instance, at Redis time now_ms.
 
@@ -63,7 +76,9 @@ class Snapshot:
     own_open (this instance's open estimates) and own_settled (the usage of this instance's closed
     leases) are in RATE_DIMS order for the current minute and day windows. waiters counts the live
     instances with requests waiting for the model, own_waiting is 1 when this instance is one of
-    them.
+    them. paused_until_ms is the Redis time until which a provider's 429 holds the model (0 for
+    none); external is the minute window's usage the provider reported beyond the ledger's
+    (tokens, requests), part of settled.
     """
 
     seq: int
@@ -79,6 +94,8 @@ class Snapshot:
     waiters: int = 0
     own_waiting: int = 0
     own_settled: tuple[int, int, int, int] = (0, 0, 0, 0)
+    paused_until_ms: int = 0
+    external: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_reply(cls, seq: int, now_ms: int, s: Sequence[int]) -> Snapshot:
@@ -96,6 +113,8 @@ class Snapshot:
             own_inflight=s[20],
             waiters=s[21],
             own_waiting=s[22],
+            paused_until_ms=s[23],
+            external=(s[24], s[25]),
         )
 
     @classmethod

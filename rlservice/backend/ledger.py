@@ -15,13 +15,15 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as RedisError
 
 from ..config import MAX_MODELS
-from ..types import ModelLimits, Outcome, Snapshot, Usage
+from ..types import ModelLimits, Outcome, ProviderFeedback, Snapshot, Usage
 from .wire import CallReply, parse_reply
 from .wire import ClosedLease as ClosedLease
 
 # The script's parts, in order: the hot path and its operations, then the rest, made into a
 # function that a call runs only when it needs one of those operations (cold.lua says why).
 HOT_OPS = ("acquire", "release")
+# What the hot operations share: lib.lua, and the provider's word a Release may carry.
+HOT_PARTS = ("lib", "feedback")
 COLD_OPS = ("expire", "extend", "register", "heartbeat", "reap", "unregister", "waiting")
 OPS = HOT_OPS + COLD_OPS
 
@@ -68,6 +70,20 @@ class ReleaseReply:
     expires_at_ms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FeedbackPolicy:
+    """The ledger's side of provider_feedback: pauses and when a provider's remaining is charged."""
+
+    max_pause_ms: int = 60_000
+    default_pause_ms: int = 1000
+    tolerance_tokens: int = 0
+    tolerance_requests: int = 1
+
+
+def _remaining(value: int | None) -> int | str:
+    return "" if value is None else value
+
+
 def limits_json(models: dict[str, ModelLimits]) -> str:
     return json.dumps(
         {
@@ -99,6 +115,7 @@ class Ledger:
         instance_id: str,
         stale_after_ms: int,
         observe: Callable[[str, float], None] | None = None,
+        feedback: FeedbackPolicy = FeedbackPolicy(),
     ) -> None:
         # redis-py leaves execute_command unannotated.
         self._exec = cast(Callable[..., Awaitable[Any]], redis.execute_command)
@@ -106,6 +123,12 @@ class Ledger:
         self.channel = self._key + ":events"
         self.instance_id = instance_id
         self._stale = stale_after_ms
+        self._feedback = (
+            feedback.max_pause_ms,
+            feedback.default_pause_ms,
+            feedback.tolerance_tokens,
+            feedback.tolerance_requests,
+        )
         self._source = self._script_text()
         self._sha = ""
         self._observe = observe
@@ -122,7 +145,7 @@ class Ledger:
 
         return "\n".join(
             [
-                text(("lib", *HOT_OPS)),
+                text((*HOT_PARTS, *HOT_OPS)),
                 "local function cold_ops()",
                 text(("cold", *COLD_OPS)),
                 "return OPS, foreign_news",
@@ -295,9 +318,10 @@ class Ledger:
             return AcquireReply(status, snap, expires_at_ms=int(r[1]))
         return AcquireReply(status, snap)
 
-    async def release(self, lease_id: str, outcome: Outcome, usage: Usage) -> ReleaseReply:
-        status, r, call = await self._run(
-            "release",
+    async def release(
+        self, lease_id: str, outcome: Outcome, usage: Usage, provider: ProviderFeedback | None = None
+    ) -> ReleaseReply:
+        args: tuple[Any, ...] = (
             lease_id,
             int(outcome),
             usage.input_tokens,
@@ -305,6 +329,12 @@ class Ledger:
             usage.cached_tokens,
             usage.request_count,
         )
+        # A 429 pauses the model even when the caller read no retry-after (feedback.lua).
+        if provider is not None or outcome is Outcome.RATE_LIMITED:
+            fb = provider or ProviderFeedback()
+            args += (fb.retry_after_ms, _remaining(fb.remaining_tokens), _remaining(fb.remaining_requests))
+            args += self._feedback
+        status, r, call = await self._run("release", *args)
         return self._closing_reply(status, r, call)
 
     async def expire(self, lease_id: str) -> ReleaseReply:

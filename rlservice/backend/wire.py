@@ -1,8 +1,8 @@
 """The ledger's replies and events.
 
 A script call replies flat: seq, now, a count K, then K pairs of model and packed state, then one text
-per operation, its fields one a line. States are 23 big-endian signed 64-bit integers (lib.lua:
-state), packed so that the script never formats a number. A closed lease is 19 lines: its id, then
+per operation, its fields one a line. States are 26 big-endian signed 64-bit integers (lib.lua:
+state), packed so that the script never formats a number. A closed lease is 22 lines: its id, then
 the closed record (lib.lua: close_lease); refunds and overage are derived here from the estimate and
 the actual usage. Job ids, model and job type names never hold a line break (the API and the
 configuration refuse them), so a line is always one field."""
@@ -16,8 +16,8 @@ from typing import Any
 
 from ..types import Outcome, Snapshot, Usage
 
-CLOSED_LINES = 19
-_STATE = struct.Struct(">23q")
+CLOSED_LINES = 22
+_STATE = struct.Struct(">26q")
 
 State = tuple[int, ...]
 
@@ -43,12 +43,18 @@ class ClosedLease:
     overage_tokens: int
     overage_requests: int
     actual: Usage
+    # The provider's word (feedback.lua): the pause the model was under after the release (Redis
+    # ms, 0 for none) and the external usage the release charged.
+    paused_until_ms: int = 0
+    external_tokens: int = 0
+    external_requests: int = 0
 
     @classmethod
     def from_lines(cls, f: Sequence[str], at: int = 0) -> ClosedLease:
         """The record whose first line (the lease id) is f[at]: owner, model, job type, windows,
-        estimates, expiry, job id, outcome, same window, expired, refunded, tracked, then the usage
-        as reported (input, output, cached tokens, requests)."""
+        estimates, expiry, job id, outcome, same window, expired, refunded, tracked, the usage as
+        reported (input, output, cached tokens, requests), then the pause and the external tokens and
+        requests charged."""
         est_t, est_r = int(f[at + 6]), int(f[at + 7])
         outcome = Outcome(int(f[at + 10]))
         actual = Usage(int(f[at + 18]), int(f[at + 15]), int(f[at + 16]), int(f[at + 17]))
@@ -78,6 +84,9 @@ class ClosedLease:
             overage_tokens=dt if tracked and dt > 0 else 0,
             overage_requests=dr if tracked and dr > 0 else 0,
             actual=actual,
+            paused_until_ms=int(f[at + 19]),
+            external_tokens=int(f[at + 20]),
+            external_requests=int(f[at + 21]),
         )
 
 

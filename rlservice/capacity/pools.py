@@ -55,6 +55,10 @@ class Pool:
     room: Dims
     concurrent_room: int | None
     lending: bool
+    # The provider's word, as the snapshot had it: a pause's end (Redis ms) and the minute window's
+    # external usage (tokens, requests).
+    paused_until_ms: int = 0
+    external: tuple[int, int] = (0, 0)
 
 
 def seed_pool(limit: int, settled: int, n: int) -> int:
@@ -131,4 +135,6 @@ def compute_pool(
         room=(room[0], room[1], room[2], room[3]),
         concurrent_room=conc_room,
         lending=lending,
+        paused_until_ms=snap.paused_until_ms,
+        external=snap.external,
     )

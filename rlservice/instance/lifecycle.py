@@ -10,7 +10,7 @@ from ..capacity.leases import Lease
 from ..config import Pricing
 from ..errors import NotFound, Unavailable
 from ..results import ReleaseResult
-from ..types import Outcome, Usage
+from ..types import Outcome, ProviderFeedback, Usage
 from .local import LocalState
 from .membership import Membership
 
@@ -70,10 +70,12 @@ class LeaseLifecycle:
 
     # ----- Release / ExtendLease -------------------------------------------------------------
 
-    async def release(self, lease_id: str, outcome: Outcome, usage: Usage) -> ReleaseResult:
+    async def release(
+        self, lease_id: str, outcome: Outcome, usage: Usage, provider: ProviderFeedback | None = None
+    ) -> ReleaseResult:
         local = self._local
         try:
-            reply = await self._ledger.release(lease_id, outcome, usage)
+            reply = await self._ledger.release(lease_id, outcome, usage, provider)
         except (LedgerUnavailable, NotRegistered) as e:
             raise Unavailable(f"Redis is unreachable, the release was not recorded: {e}") from None
         if reply.status == "unknown" or reply.closed is None:

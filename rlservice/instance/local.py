@@ -16,6 +16,7 @@ from ..capacity.waiting import WaitQueue
 from ..config import Settings
 from ..types import ModelLimits, Outcome, Snapshot
 from .clock import RedisClock
+from .pauses import Pauses
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class LocalState:
         }
         self.leases = LeaseTable()
         self.clock = RedisClock()
+        self.pauses = Pauses(self.clock, self.pump)
         # Pools, ratios, in-flight or waiting counts may have moved: the live view follows it.
         self.changes = ChangeSignal()
         self._releases_since_rebalance = 0
@@ -99,6 +101,8 @@ class LocalState:
 
     def reserve(self, model: ModelState, jt: JobType) -> Reservation | None:
         """A local claim on the job type's share of the model, or None when it has no room."""
+        if self.pauses.holds(model):
+            return None
         snap = model.snapshot
         use = model.usage[jt.name]
         use.roll(snap.minute_window, snap.day_window)

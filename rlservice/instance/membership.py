@@ -47,6 +47,7 @@ class Membership:
         self._closing = True
         if self._boundary is not None:
             self._boundary.cancel()
+        self._local.pauses.close()
         tasks = [*self._background, *(t for t in (self._reregistering, self._reaping) if t is not None)]
         for task in tasks:
             task.cancel()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..results import AllocationReport, TypeOnModel, TypeReport
 from .local import LocalState
 
 
 def allocation(local: LocalState) -> AllocationReport:
-    pools = {name: local.pool(m) for name, m in local.models.items()}
+    # A pause is reported while it lasts, not until the next state arrives.
+    pools = {
+        name: replace(local.pool(m), paused_until_ms=local.pauses.paused_until(m)) for name, m in local.models.items()
+    }
     per_model: dict[str, dict[str, TypeOnModel]] = {}
     for name, model in local.models.items():
         snap = model.snapshot

@@ -344,8 +344,9 @@ class Harness:
         lease_id: str,
         outcome: int = pb.SUCCESS,
         actual: pb.Usage | None = None,
+        provider: pb.ProviderFeedback | None = None,
     ) -> pb.ReleaseResponse:
-        request = pb.ReleaseRequest(lease_id=lease_id, outcome=outcome, actual=actual or pb.Usage())  # type: ignore[arg-type]
+        request = pb.ReleaseRequest(lease_id=lease_id, outcome=outcome, actual=actual or pb.Usage(), provider=provider)  # type: ignore[arg-type]
         return await self.stub(port).Release(request, timeout=10)
 
     async def run_job(

@@ -10,8 +10,9 @@ from .helpers import limits
 def test_snapshot_follows_the_ledger_state_layout() -> None:
     # {minute_window, day_window, n,
     #  minute: settled t/r, open t/r, own open t/r, own settled t/r, day: the same,
-    #  inflight_total, own_inflight, waiters, own_waiting}, as model_state() in lib.lua builds it.
-    state = [100, 200, 3, 11, 12, 13, 14, 15, 16, 17, 18, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 2, 1]
+    #  inflight_total, own_inflight, waiters, own_waiting, paused until, minute external t/r},
+    # as pack() in lib.lua builds it.
+    state = [100, 200, 3, 11, 12, 13, 14, 15, 16, 17, 18, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 2, 1, 9000, 41, 42]
     snap = Snapshot.from_reply(7, 1_000, state)
     assert (snap.seq, snap.now_ms) == (7, 1_000)
     assert (snap.minute_window, snap.day_window, snap.instances) == (100, 200, 3)
@@ -21,6 +22,7 @@ def test_snapshot_follows_the_ledger_state_layout() -> None:
     assert snap.own_settled == (17, 18, 27, 28)
     assert (snap.inflight_total, snap.own_inflight) == (31, 32)
     assert (snap.waiters, snap.own_waiting) == (2, 1)
+    assert (snap.paused_until_ms, snap.external) == (9000, (41, 42))
 
 
 def test_empty_snapshot_is_one_idle_instance() -> None:
@@ -34,10 +36,10 @@ def test_empty_snapshot_is_one_idle_instance() -> None:
 
 def test_others_waiting_leaves_out_the_instance_itself() -> None:
     base = [0, 0, 2] + [0] * 18
-    assert not Snapshot.from_reply(1, 0, [*base, 1, 1]).others_waiting
-    assert Snapshot.from_reply(1, 0, [*base, 1, 0]).others_waiting
-    assert Snapshot.from_reply(1, 0, [*base, 2, 1]).others_waiting
-    assert not Snapshot.from_reply(1, 0, [*base, 0, 0]).others_waiting
+    assert not Snapshot.from_reply(1, 0, [*base, 1, 1, 0, 0, 0]).others_waiting
+    assert Snapshot.from_reply(1, 0, [*base, 1, 0, 0, 0, 0]).others_waiting
+    assert Snapshot.from_reply(1, 0, [*base, 2, 1, 0, 0, 0]).others_waiting
+    assert not Snapshot.from_reply(1, 0, [*base, 0, 0, 0, 0, 0]).others_waiting
 
 
 def test_which_windows_a_model_tracks() -> None:

@@ -7,16 +7,22 @@ import struct
 from rlservice.backend.wire import ClosedLease, parse_event, parse_reply
 from rlservice.types import Outcome, Usage
 
-STATE = struct.Struct(">23q")
+STATE = struct.Struct(">26q")
 
 
 def closed_lines(
-    outcome: int, actual: tuple[int, int, int, int], same: str = "1", refunded: str = "1", tracked: str = "1"
+    outcome: int,
+    actual: tuple[int, int, int, int],
+    same: str = "1",
+    refunded: str = "1",
+    tracked: str = "1",
+    provider: tuple[int, int, int] = (0, 0, 0),
 ) -> list[str]:
     """A closed record: id, owner, model, job type, windows, estimates (1000 tokens, 1 request),
-    expiry, job id, outcome, same, expired, refunded, tracked, input, output, cached, requests."""
+    expiry, job id, outcome, same, expired, refunded, tracked, input, output, cached, requests,
+    paused until, external tokens, external requests."""
     body = ["A/l1", "A", "gpt", "small", "100", "2", "1000", "1", "6000000", "job-1"]
-    return [*body, str(outcome), same, "0", refunded, tracked, *(str(v) for v in actual)]
+    return [*body, str(outcome), same, "0", refunded, tracked, *(str(v) for v in (*actual, *provider))]
 
 
 def test_a_release_below_the_estimate_is_refunded() -> None:
@@ -54,6 +60,13 @@ def test_a_closed_window_refunds_nothing_and_untracked_models_have_no_overage() 
     assert (untracked.refunded_tokens, untracked.overage_tokens) == (0, 0)
 
 
+def test_a_rate_limited_release_refunds_its_estimate_and_carries_the_providers_word() -> None:
+    closed = ClosedLease.from_lines(closed_lines(4, (0, 0, 0, 0), provider=(1_795_000_020_000, 3000, 2)))
+    assert closed.outcome is Outcome.RATE_LIMITED
+    assert (closed.refunded_tokens, closed.refunded_requests) == (1000, 1)
+    assert (closed.paused_until_ms, closed.external_tokens, closed.external_requests) == (1_795_000_020_000, 3000, 2)
+
+
 def test_unknown_usage_settles_the_estimate() -> None:
     closed = ClosedLease.from_lines(closed_lines(3, (0, 0, 0, 0)))
     assert closed.outcome is Outcome.FAILED_UNKNOWN_USAGE
@@ -61,19 +74,20 @@ def test_unknown_usage_settles_the_estimate() -> None:
 
 
 def test_a_call_reply_carries_states_then_one_text_per_operation() -> None:
-    state = tuple(range(23))
+    state = tuple(range(26))
     raw = [9, 1234, 1, b"gpt", STATE.pack(*state), b"granted\n5000", b"denied"]
     call = parse_reply(raw)
     assert call.replies == [["granted", "5000"], ["denied"]]
     snap = call.snapshots.get("gpt")
     assert snap is not None
     assert (snap.seq, snap.now_ms, snap.minute_window, snap.own_waiting) == (9, 1234, 0, 22)
+    assert (snap.paused_until_ms, snap.external) == (23, (24, 25))
     assert call.snapshots.get("other") is None
 
 
 def test_an_event_keeps_its_packed_states_apart_from_its_lines() -> None:
     # Packed integers may hold line breaks (10 is "\n"): the states are read by their size.
-    state = (10,) * 23
+    state = (10,) * 26
     lines = ["change", "7", "B", "1", "gpt", "1", *closed_lines(1, (10, 0, 0, 1)), "1", "C"]
     event = parse_event(("\n".join(lines) + "\n").encode() + STATE.pack(*state))
     assert (event.kind, event.seq, event.owner, event.gone) == ("change", 7, "B", ["C"])

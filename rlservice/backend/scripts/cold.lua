@@ -16,14 +16,14 @@ end
 -- model whose own fields are inst's.
 local function pack_for(m, inst)
   if inst == ME then return pack(m) end
-  local view = {fl = m.fl, w = m.w, own = 0, ow = 0, wm = false, wd = false}
+  local view = {fl = m.fl, w = m.w, pu = m.pu, own = 0, ow = 0, wm = false, wd = false}
   for _, kind in ipairs({'wm', 'wd'}) do
     local w = m[kind]
     if w then
       local v = inst == '' and {}
         or redis.call('HMGET', w.key, 'ot:' .. inst, 'or:' .. inst, 'st:' .. inst, 'sr:' .. inst)
-      view[kind] = {st = w.st, sr = w.sr, ot = w.ot, oq = w.oq, mot = tonumber(v[1]) or 0, moq = tonumber(v[2]) or 0,
-                    mst = tonumber(v[3]) or 0, msr = tonumber(v[4]) or 0}
+      view[kind] = {st = w.st, sr = w.sr, ot = w.ot, oq = w.oq, xt = w.xt, xr = w.xr, mot = tonumber(v[1]) or 0,
+                    moq = tonumber(v[2]) or 0, mst = tonumber(v[3]) or 0, msr = tonumber(v[4]) or 0}
     end
   end
   if inst ~= '' then

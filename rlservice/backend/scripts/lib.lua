@@ -18,8 +18,8 @@ local MINUTE = 60000
 local DAY = 86400000
 -- A closed lease is kept this long (ms, as text) so that a repeated Release gets the first answer.
 local CLOSED_TTL = '3600000'
--- A model's state, 23 signed 64-bit integers (see pack()).
-local STATE = '>i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8'
+-- A model's state, 26 signed 64-bit integers (see pack()).
+local STATE = '>i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8'
 local NOW, WM, WD
 do
   local t = redis.call('TIME')
@@ -27,11 +27,14 @@ do
   WM, WD = math.floor(NOW / MINUTE), math.floor(NOW / DAY)
 end
 local OPS = {}
+-- Applies what a provider said in a Release (feedback.lua).
+local apply_feedback
 
 -- Per model: its limits (tpm, rpm, tpd, rpd, conc; 0 = not limited), in flight in total ('_') and
--- per instance (I), instances with waiters ('w', 'w:I'). Per model, window kind (m, d) and window:
--- settled (st, sr) and open (ot, or) totals, and per instance open (ot:I, or:I) and settled (st:I,
--- sr:I). A lease is one string under lease:ID; each instance's open leases by expiry are in lx:I.
+-- per instance (I), instances with waiters ('w', 'w:I'), the Redis time until which a provider's 429
+-- pauses it (pu). Per model, window kind (m, d) and window: settled (st, sr) and open (ot, or)
+-- totals, per instance open (ot:I, or:I) and settled (st:I, sr:I), and the part of settled that the
+-- provider reported and no lease accounts for (external: xt, xr). A lease is one string under lease:ID; each instance's open leases by expiry are in lx:I.
 local function lkey(id) return P .. ':lease:' .. id end
 local function xkey(inst) return P .. ':lx:' .. inst end
 
@@ -62,12 +65,13 @@ end
 -- tot and mine say whether the totals and the instance's own counters changed.
 local function window(name, kind, win, size)
   local key = P .. ':w:' .. name .. ':' .. kind .. ':' .. win
-  local v = redis.call('HMGET', key, 'st', 'sr', 'ot', 'or', F_OT, F_OR, F_ST, F_SR)
+  local v = redis.call('HMGET', key, 'st', 'sr', 'ot', 'or', F_OT, F_OR, F_ST, F_SR, 'xt', 'xr')
   return {key = key, win = win, st = tonumber(v[1]) or 0, sr = tonumber(v[2]) or 0, ot = tonumber(v[3]) or 0,
           oq = tonumber(v[4]) or 0, mot = tonumber(v[5]) or 0, moq = tonumber(v[6]) or 0, mst = tonumber(v[7]) or 0,
-          msr = tonumber(v[8]) or 0, at = not v[1] and not v[3] and (win + 2) * size, tot = false, mine = false}
+          msr = tonumber(v[8]) or 0, xt = tonumber(v[9]) or 0, xr = tonumber(v[10]) or 0,
+          at = not v[1] and not v[3] and (win + 2) * size, tot = false, mine = false}
 end
-local NO_WINDOW = {st = 0, sr = 0, ot = 0, oq = 0, mot = 0, moq = 0, mst = 0, msr = 0}
+local NO_WINDOW = {st = 0, sr = 0, ot = 0, oq = 0, mot = 0, moq = 0, mst = 0, msr = 0, xt = 0, xr = 0}
 
 -- A model as the calling instance sees it: limits, in flight (fl in total, own), instances with
 -- waiters (w) and whether it is one (ow), its current minute (wm) and day (wd) windows where it has
@@ -79,14 +83,14 @@ local function model(name)
     F_OT, F_OR, F_ST, F_SR, F_W = 'ot:' .. ME, 'or:' .. ME, 'st:' .. ME, 'sr:' .. ME, 'w:' .. ME
   end
   local ik = P .. ':model:' .. name
-  local v = redis.call('HMGET', ik, 'tpm', 'rpm', 'tpd', 'rpd', 'conc', '_', ME, 'w', F_W)
+  local v = redis.call('HMGET', ik, 'tpm', 'rpm', 'tpd', 'rpd', 'conc', '_', ME, 'w', F_W, 'pu')
   if not v[1] then
     MS[name] = false
     return false
   end
   m = {name = name, ik = ik, tpm = tonumber(v[1]), rpm = tonumber(v[2]), tpd = tonumber(v[3]), rpd = tonumber(v[4]),
        conc = tonumber(v[5]), fl = tonumber(v[6]) or 0, own = tonumber(v[7]) or 0, w = tonumber(v[8]) or 0,
-       ow = v[9] and 1 or 0, dirty = false, mine = false, wm = false, wd = false}
+       ow = v[9] and 1 or 0, pu = tonumber(v[10]) or 0, dirty = false, mine = false, wm = false, wd = false}
   if m.tpm > 0 or m.rpm > 0 then m.wm = window(name, 'm', WM, MINUTE) end
   if m.tpd > 0 or m.rpd > 0 then m.wd = window(name, 'd', WD, DAY) end
   MS[name] = m
@@ -130,10 +134,12 @@ end
 --  4..11  minute: settled_t, settled_r, open_t, open_r, own_open_t, own_open_r, own_settled_t, own_settled_r
 --  12..19 day:    the same
 --  20 in flight in total, 21 own in flight, 22 instances with waiters, 23 own waiters (0/1)
+--  24 paused until (Redis ms, 0 when not paused), 25..26 minute: external tokens, requests
 local function pack(m)
   local a, b = m.wm or NO_WINDOW, m.wd or NO_WINDOW
   return struct.pack(STATE, WM, WD, live(), a.st, a.sr, a.ot, a.oq, a.mot, a.moq, a.mst, a.msr,
-                     b.st, b.sr, b.ot, b.oq, b.mot, b.moq, b.mst, b.msr, m.fl, m.own, m.w, m.ow)
+                     b.st, b.sr, b.ot, b.oq, b.mot, b.moq, b.mst, b.msr, m.fl, m.own, m.w, m.ow,
+                     m.pu > NOW and m.pu or 0, a.xt, a.xr)
 end
 
 -- ----- admission --------------------------------------------------------------------------------
@@ -157,6 +163,8 @@ end
 -- that it waits, so that instances whose demand arrives at the same moment first take their own
 -- shares instead of finding them lent away.
 local function fits(m, est_t, est_r, lend)
+  -- A provider's 429 holds the model on every instance (feedback.lua).
+  if m.pu > NOW then return false end
   local n = math.max(live(), 1)
   local borrow, contended = lend and m.ow == 1 and m.w == 1, m.w - m.ow > 0
   local a, b = m.wm, m.wd
@@ -180,8 +188,9 @@ end
 -- A lease is one string, its fields one a line. Open: 'o', then the body: owner, model, job type,
 -- minute and day windows, estimated tokens and requests, expiry, job id. An open lease has no TTL of
 -- its own, since its entry in its owner's expiry index always closes it. Closed: 'c', the body, then
--- outcome, same window, expired, refunded, tracked (flags 0/1) and the actual usage as reported:
--- input, output, cached tokens, requests. It is kept a while and answers later Releases; wire.py
+-- outcome, same window, expired, refunded, tracked (flags 0/1), the actual usage as reported:
+-- input, output, cached tokens, requests, and the provider's word: the pause the model is under (0
+-- for none) and the external tokens and requests the release charged. It is kept a while and answers later Releases; wire.py
 -- reads the same lines.
 local OPEN = '^o\n(([^\n]*)\n([^\n]*)\n[^\n]*\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*))$'
 local WIN_TEXT  -- the two windows as a lease record holds them, made once a call when needed
@@ -254,10 +263,11 @@ local function settle_in(w, lease_win, rec, act_t, act_r, dt, dr)
 end
 
 -- Closes an open lease: its estimate leaves the open totals of its windows and its usage is
--- settled there (actual usage for outcomes 1 and 2, the estimate for 3: unknown usage, expiry,
--- removal). Frees the concurrency slot. outcome and the usage are text as given. Returns the closed
--- record's lines after the lease id.
-local function close_lease(rec, outcome, in_t, out_t, cached_t, req, expired)
+-- settled there (actual usage for outcomes 1, 2 and 4, the estimate for 3: unknown usage, expiry,
+-- removal). Frees the concurrency slot. outcome and the usage are text as given; feedback, when the
+-- caller passed on what the provider said, is applied once the usage is settled (feedback.lua).
+-- Returns the closed record's lines after the lease id.
+local function close_lease(rec, outcome, in_t, out_t, cached_t, req, expired, feedback)
   local m = model(rec.m)
   local act_t, act_r = rec.t, rec.r
   if outcome ~= '3' then act_t, act_r = tonumber(in_t) + tonumber(out_t) + tonumber(cached_t), tonumber(req) end
@@ -279,9 +289,17 @@ local function close_lease(rec, outcome, in_t, out_t, cached_t, req, expired)
       m.own, m.fl, m.dirty, m.mine = m.own - 1, m.fl - 1, true, true
     end
   end
+  local fb = '0\n0\n0'
+  if m then
+    if feedback then
+      fb = apply_feedback(m, outcome, feedback)
+    elseif m.pu > NOW then
+      fb = m.pu .. '\n0\n0'
+    end
+  end
   local closed = rec.body .. '\n' .. outcome .. (same and '\n1\n' or '\n0\n') .. (expired and '1\n' or '0\n')
     .. (refunded and '1\n' or '0\n') .. (tracked and '1\n' or '0\n') .. in_t .. '\n' .. out_t .. '\n' .. cached_t
-    .. '\n' .. req
+    .. '\n' .. req .. '\n' .. fb
   redis.call('SET', lkey(rec.id), 'c\n' .. closed, 'PX', CLOSED_TTL)
   redis.call('ZREM', xkey(rec.i), rec.id)
   -- While a lease is open its job id points to it alone.
@@ -294,7 +312,7 @@ end
 local function bump() return redis.call('INCR', K_SEQ) end
 
 -- Events are text, one field a line: origin, kind, seq, owner ('-' for none), the states' models (a
--- count, then one a line), the closed leases (a count, then 19 lines each: the id and the closed
+-- count, then one a line), the closed leases (a count, then 22 lines each: the id and the closed
 -- record) and the instances gone (a count, then one a line); after the last line's break, the
 -- states, packed, in the models' order. The origin is the instance whose call caused the event ('-'
 -- for none): it can skip the event unread, having the same news in its reply.
