@@ -22,10 +22,21 @@ export const Outcome = Object.freeze({
   SUCCESS: 'SUCCESS',
   FAILED_WITH_USAGE: 'FAILED_WITH_USAGE',
   FAILED_UNKNOWN_USAGE: 'FAILED_UNKNOWN_USAGE',
+  /** The provider refused the call (HTTP 429): nothing is charged unless usage says so. */
+  RATE_LIMITED: 'RATE_LIMITED',
 });
 
+/** The fields of {@link ProviderFeedback}, in the order of the proto. */
+const FEEDBACK_FIELDS = /** @type {const} */ ([
+  'retryAfterMs',
+  'remainingTokens',
+  'remainingRequests',
+  'remainingInputTokens',
+  'remainingOutputTokens',
+]);
+
 /**
- * @typedef {'SUCCESS' | 'FAILED_WITH_USAGE' | 'FAILED_UNKNOWN_USAGE'} OutcomeName
+ * @typedef {'SUCCESS' | 'FAILED_WITH_USAGE' | 'FAILED_UNKNOWN_USAGE' | 'RATE_LIMITED'} OutcomeName
  *
  * @typedef {object} Usage What the provider reported for the call.
  * @property {number} [inputTokens]
@@ -33,9 +44,19 @@ export const Outcome = Object.freeze({
  * @property {number} [cachedTokens]
  * @property {number} [requestCount] Defaults to 1.
  *
+ * @typedef {object} ProviderFeedback What the provider's answer said about the key (all
+ *   non-negative integers; leave out what the answer did not say).
+ * @property {number} [retryAfterMs] retry-after of a 429: pauses the model on every instance.
+ * @property {number} [remainingTokens] What the provider says is left of the key's tokens.
+ * @property {number} [remainingRequests] What the provider says is left of the key's requests.
+ * @property {number} [remainingInputTokens] For providers that count input tokens apart.
+ * @property {number} [remainingOutputTokens] For providers that count output tokens apart.
+ *
  * @typedef {object} Lease A granted Acquire.
  * @property {string} leaseId
- * @property {string} modelId The model to call.
+ * @property {string} modelId The model granted, as the service names it (`openai/gpt-5.2`).
+ * @property {string} providerModel The same as its provider names it (`gpt-5.2`): see
+ *   {@link providerModel}.
  * @property {string[]} modelsTried In order, the granted one last.
  * @property {{tokens: number, requests: number}} reserved The job type's estimate, held until release.
  * @property {number} waitedMs
@@ -51,6 +72,15 @@ export const Outcome = Object.freeze({
  * @property {number} overageRequests
  * @property {boolean} sameWindow Refunds apply only when released in the windows acquired in.
  * @property {number} costUsd
+ * @property {number} pausedUntilMs When the release paused its model: until then (epoch ms); else 0.
+ * @property {number} externalTokens Tokens the provider's remaining showed used elsewhere, charged
+ *   to the window by this release.
+ * @property {number} externalRequests The same for requests.
+ *
+ * @typedef {object} ReleaseOptions
+ * @property {OutcomeName} [outcome] Defaults to SUCCESS with usage, FAILED_UNKNOWN_USAGE without.
+ * @property {Usage} [usage] Needed for SUCCESS and FAILED_WITH_USAGE; optional for RATE_LIMITED.
+ * @property {ProviderFeedback} [provider] What the provider's answer said about the key.
  *
  * @typedef {object} AcquireOptions
  * @property {string[]} [models] Escalation order; omitted: the service's configured order.
@@ -82,7 +112,15 @@ export const Outcome = Object.freeze({
  * @typedef {object} LeaseOutcome What a withLease callback resolves to.
  * @property {Usage} [usage] Omitted: the usage is unknown and the estimate stays committed.
  * @property {OutcomeName} [outcome] Defaults to SUCCESS when usage is given.
+ * @property {ProviderFeedback} [provider] Sent with the release.
  * @property {unknown} [value] Handed back by withLease.
+ *
+ * @typedef {object} WithLeaseHooks
+ * @property {(err: unknown) => ReleaseOptions | undefined} [onError] When the callback throws: how
+ *   to release (e.g. `releaseFromError` of `rlclient/openai`); undefined falls back to the rule of
+ *   withLease. Its own exceptions are caught: the lease is then released as FAILED_UNKNOWN_USAGE.
+ *
+ * @typedef {AcquireOptions & WithLeaseHooks} WithLeaseOptions
  */
 
 /** @type {RetryPolicy} */
@@ -168,6 +206,29 @@ function bearer(token) {
   return `Bearer ${trimmed}`;
 }
 
+/**
+ * The ProviderFeedback message, or undefined when there is nothing to say.
+ * @param {ProviderFeedback | undefined} provider
+ */
+function feedbackMessage(provider) {
+  if (provider === undefined || provider === null) {
+    return undefined;
+  }
+  /** @type {Record<string, number>} */
+  const message = {};
+  for (const field of FEEDBACK_FIELDS) {
+    const value = provider[field];
+    if (value === undefined || value === null) {
+      continue;
+    }
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new TypeError(`provider.${field} is a non-negative integer, not ${value}`);
+    }
+    message[field] = value;
+  }
+  return Object.keys(message).length ? message : undefined;
+}
+
 /** @param {number} ms */
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -179,6 +240,40 @@ function usageMessage(usage) {
     outputTokens: usage?.outputTokens ?? 0,
     cachedTokens: usage?.cachedTokens ?? 0,
   };
+}
+
+/**
+ * The provider's name for a service model id: `openai/gpt-5.2` → `gpt-5.2`. Only the first `/`
+ * separates the provider (`deepinfra/openai/gpt-oss-20b` → `openai/gpt-oss-20b`); an id without
+ * one is returned as it is.
+ * @param {string} modelId
+ * @returns {string}
+ */
+export function providerModel(modelId) {
+  const slash = modelId.indexOf('/');
+  return slash >= 0 && slash < modelId.length - 1 ? modelId.slice(slash + 1) : modelId;
+}
+
+/**
+ * How withLease releases after its callback threw `err`.
+ * @param {unknown} err
+ * @param {WithLeaseHooks['onError']} onError
+ * @returns {ReleaseOptions}
+ */
+function releaseAfterError(err, onError) {
+  if (onError) {
+    try {
+      const chosen = onError(err);
+      if (chosen) {
+        return chosen;
+      }
+    } catch (hookErr) {
+      process.emitWarning(`withLease onError threw, releasing as FAILED_UNKNOWN_USAGE: ${hookErr}`);
+      return { outcome: Outcome.FAILED_UNKNOWN_USAGE };
+    }
+  }
+  const usage = err && typeof err === 'object' && 'usage' in err ? /** @type {Usage} */ (err.usage) : undefined;
+  return { outcome: usage ? Outcome.FAILED_WITH_USAGE : Outcome.FAILED_UNKNOWN_USAGE, usage };
 }
 
 export class RateLimitClient {
@@ -219,6 +314,7 @@ export class RateLimitClient {
     return {
       leaseId: res.leaseId,
       modelId: res.modelId,
+      providerModel: providerModel(res.modelId),
       modelsTried: res.modelsTried,
       reserved: { tokens: res.reserved?.tokens ?? 0, requests: res.reserved?.requests ?? 0 },
       waitedMs: res.waitedMs,
@@ -232,19 +328,22 @@ export class RateLimitClient {
   /**
    * Reports how the call went. Releasing twice returns the first answer; UNAVAILABLE is retried.
    * @param {string} leaseId
-   * @param {{outcome?: OutcomeName, usage?: Usage}} [options] The outcome defaults to SUCCESS
-   *   with usage, FAILED_UNKNOWN_USAGE without.
+   * @param {ReleaseOptions} [options] The outcome defaults to SUCCESS with usage,
+   *   FAILED_UNKNOWN_USAGE without. RATE_LIMITED without usage charges nothing.
    * @returns {Promise<ReleaseResult>}
    */
   async release(leaseId, options = {}) {
     const outcome = options.outcome ?? (options.usage ? Outcome.SUCCESS : Outcome.FAILED_UNKNOWN_USAGE);
-    if (outcome !== Outcome.FAILED_UNKNOWN_USAGE && !options.usage) {
+    const needsUsage = outcome === Outcome.SUCCESS || outcome === Outcome.FAILED_WITH_USAGE;
+    if (needsUsage && !options.usage) {
       throw new TypeError(`${outcome} needs the usage the provider reported`);
     }
+    const sendsUsage = needsUsage || (outcome === Outcome.RATE_LIMITED && options.usage !== undefined);
     const request = {
       leaseId,
       outcome,
-      actual: outcome === Outcome.FAILED_UNKNOWN_USAGE ? undefined : usageMessage(options.usage),
+      actual: sendsUsage ? usageMessage(options.usage) : undefined,
+      provider: feedbackMessage(options.provider),
     };
     const res = await this.#call('Release', request, this.rpcTimeoutMs, this.retry);
     return {
@@ -254,6 +353,9 @@ export class RateLimitClient {
       overageRequests: res.overageRequests,
       sameWindow: res.sameWindow,
       costUsd: res.costUsd,
+      pausedUntilMs: res.pausedUntilMs ?? 0,
+      externalTokens: res.externalTokens ?? 0,
+      externalRequests: res.externalRequests ?? 0,
     };
   }
 
@@ -311,32 +413,36 @@ export class RateLimitClient {
 
   /**
    * Acquires, runs `fn` with the lease, and releases with what `fn` resolves to:
-   * `{usage}` → SUCCESS with it; nothing → FAILED_UNKNOWN_USAGE. When `fn` throws, the lease is
-   * released as FAILED_WITH_USAGE if the error carries a `usage` property, else
-   * FAILED_UNKNOWN_USAGE, and the error is rethrown.
+   * `{usage}` → SUCCESS with it (`outcome` and `provider` are passed on too); nothing →
+   * FAILED_UNKNOWN_USAGE. When `fn` throws, the lease is released as `options.onError(err)`
+   * says, when given and it says something; otherwise as FAILED_WITH_USAGE if the error carries a
+   * `usage` property, else FAILED_UNKNOWN_USAGE. The error is rethrown.
    * @param {string} jobType
-   * @param {AcquireOptions} options
+   * @param {WithLeaseOptions} options
    * @param {(lease: Lease) => Promise<LeaseOutcome | void>} fn
    * @returns {Promise<{value: unknown, lease: Lease, released: ReleaseResult}>}
    */
   async withLease(jobType, options, fn) {
-    const lease = await this.acquire(jobType, options);
-    /** @type {LeaseOutcome | void} */
+    const { onError, ...acquireOptions } = options ?? {};
+    const lease = await this.acquire(jobType, acquireOptions);
+    /** @type {LeaseOutcome | undefined} */
     let ended;
     try {
-      ended = await fn(lease);
+      ended = /** @type {LeaseOutcome | undefined} */ (await fn(lease));
     } catch (err) {
-      const usage = err && typeof err === 'object' && 'usage' in err ? /** @type {Usage} */ (err.usage) : undefined;
-      const outcome = usage ? Outcome.FAILED_WITH_USAGE : Outcome.FAILED_UNKNOWN_USAGE;
       try {
-        await this.release(lease.leaseId, { outcome, usage });
+        await this.release(lease.leaseId, releaseAfterError(err, onError));
       } catch (releaseErr) {
         // The callback's error is the one the caller needs; the lease lapses at its TTL anyway.
         process.emitWarning(`could not release lease ${lease.leaseId} after the callback failed: ${releaseErr}`);
       }
       throw err;
     }
-    const released = await this.release(lease.leaseId, { outcome: ended?.outcome, usage: ended?.usage });
+    const released = await this.release(lease.leaseId, {
+      outcome: ended?.outcome,
+      usage: ended?.usage,
+      provider: ended?.provider,
+    });
     return { value: ended?.value, lease, released };
   }
 
