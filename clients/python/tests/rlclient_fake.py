@@ -99,10 +99,12 @@ class FakeLimiter(pb_grpc.RateLimiterServicer):
             if lease.released is None:
                 used = request.actual.input_tokens + request.actual.output_tokens + request.actual.cached_tokens
                 known = request.outcome != pb.FAILED_UNKNOWN_USAGE
+                retry_after_ms = request.provider.retry_after_ms
                 lease.released = pb.ReleaseResponse(
                     refunded_tokens=max(0, ESTIMATE - used) if known else 0,
                     overage_tokens=max(0, used - ESTIMATE) if known else 0,
                     same_window=True,
+                    paused_until_ms=int(time.time() * 1000) + retry_after_ms if retry_after_ms > 0 else 0,
                 )
                 self.free[lease.model] += 1
             return lease.released

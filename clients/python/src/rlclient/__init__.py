@@ -12,6 +12,9 @@ asyncio::
     async with AsyncRateLimitClient("localhost:50051") as client:
         async with client.acquire("summary", timeout=30) as lease:
             ...
+
+Provider adapters for the official ``openai`` and ``anthropic`` SDKs live in
+:mod:`rlclient.providers` (installed with the ``openai``/``anthropic`` extras).
 """
 
 from rlclient.aio import AcquireContext, AsyncLease, AsyncRateLimitClient
@@ -27,18 +30,20 @@ from rlclient.errors import (
 )
 from rlclient.retry import RetryPolicy
 from rlclient.security import tls_credentials
-from rlclient.types import Outcome, ReleaseResult, Usage
+from rlclient.types import CallReport, Outcome, ProviderFeedback, ReleaseResult, Usage
 
 __all__ = [
     "AcquireContext",
     "AsyncLease",
     "AsyncRateLimitClient",
+    "CallReport",
     "CapacityExhausted",
     "DeadlineExceeded",
     "InvalidRequest",
     "Lease",
     "LeaseNotFound",
     "Outcome",
+    "ProviderFeedback",
     "RateLimitClient",
     "RateLimitError",
     "ReleaseResult",

@@ -9,7 +9,7 @@ import grpc
 
 from rlclient._proto import ratelimit_pb2 as pb
 from rlclient.errors import CapacityExhausted
-from rlclient.types import Outcome, ReleaseResult, Usage
+from rlclient.types import CallReport, Outcome, ProviderFeedback, ReleaseResult, Usage, provider_model
 
 # Extending at a third of the lifetime leaves room for two failed attempts before the lease lapses.
 KEEPALIVE_FRACTION = 1 / 3
@@ -44,8 +44,13 @@ class LeaseState:
         self.job_id = job_id
         self.models: tuple[str, ...] | None = tuple(models) if models is not None else None
         self.lease_ttl_ms = lease_ttl_ms
-        self._recorded: tuple[Outcome, Usage | None] | None = None
+        self._recorded: CallReport | None = None
         self._result: ReleaseResult | None = None
+
+    @property
+    def provider_model(self) -> str:
+        """The granted model as its provider names it: ``openai/gpt-5.2`` → ``gpt-5.2``."""
+        return provider_model(self.model_id)
 
     @property
     def remaining_models(self) -> tuple[str, ...]:
@@ -78,37 +83,57 @@ class LeaseState:
             cached_tokens=cached_tokens,
             request_count=request_count,
         )
-        self._recorded = (Outcome.SUCCESS, recorded)
+        self._recorded = CallReport(Outcome.SUCCESS, recorded)
         return recorded
+
+    def report(self, report: CallReport) -> CallReport:
+        """Records how the provider call ended (outcome, usage, the provider's feedback), as a
+        provider adapter reads it; the lease is released with it when the block ends."""
+        self._recorded = report
+        return report
 
     def fail(self, usage: Usage | None = None) -> None:
         """Records that the provider call failed, with the usage it still counted if known."""
         self._recorded = self.failure(usage)
 
-    def failure(self, usage: Usage | None) -> tuple[Outcome, Usage | None]:
+    def failure(self, usage: Usage | None) -> CallReport:
+        """The report to release with when the call failed: a recorded failure (e.g. RATE_LIMITED)
+        as it is unless ``usage`` is given, else FAILED_WITH_USAGE with the known usage, else
+        FAILED_UNKNOWN_USAGE; the provider's feedback is kept either way."""
+        recorded = self._recorded
+        if usage is None and recorded is not None and recorded.outcome is not Outcome.SUCCESS:
+            return recorded
         known = usage if usage is not None else self._recorded_usage()
-        return (Outcome.FAILED_WITH_USAGE, known) if known is not None else (Outcome.FAILED_UNKNOWN_USAGE, None)
+        feedback = recorded.provider if recorded is not None else None
+        if known is None:
+            return CallReport(Outcome.FAILED_UNKNOWN_USAGE, None, feedback)
+        return CallReport(Outcome.FAILED_WITH_USAGE, known, feedback)
 
-    def explicit(self, usage: Usage | None, outcome: Outcome | None) -> tuple[Outcome, Usage | None]:
-        """The outcome of ``release(usage, outcome=...)``: given values first, then recorded ones."""
+    def explicit(self, usage: Usage | None, outcome: Outcome | None, provider: ProviderFeedback | None) -> CallReport:
+        """The report of ``release(usage, outcome=..., provider=...)``: given values first, then
+        recorded ones."""
+        feedback = provider if provider is not None else self._recorded_feedback()
         if outcome is not None:
-            return outcome, usage if usage is not None else self._recorded_usage()
+            return CallReport(outcome, usage if usage is not None else self._recorded_usage(), feedback)
         if usage is not None:
-            return Outcome.SUCCESS, usage
-        return self._recorded or (Outcome.FAILED_UNKNOWN_USAGE, None)
+            return CallReport(Outcome.SUCCESS, usage, feedback)
+        recorded = self._recorded or CallReport(Outcome.FAILED_UNKNOWN_USAGE)
+        return CallReport(recorded.outcome, recorded.usage, feedback)
 
-    def on_exit(self, body_raised: bool) -> tuple[Outcome, Usage | None]:
-        """The outcome when the ``with`` block ends.
+    def on_exit(self, body_raised: bool) -> CallReport:
+        """The report to release with when the ``with`` block ends.
 
         A block that ends without reporting usage leaves the estimate committed: refunding it all
-        as a zero-usage success would hand out capacity the provider may well have counted.
+        as a zero-usage success would hand out capacity the provider may well have counted. A
+        block that raised after recording a success releases FAILED_WITH_USAGE; a recorded failure
+        (RATE_LIMITED from an adapter, say) stands.
         """
-        if self._recorded is None:
-            return Outcome.FAILED_UNKNOWN_USAGE, None
-        outcome, usage = self._recorded
-        if body_raised and outcome is Outcome.SUCCESS:
-            return Outcome.FAILED_WITH_USAGE, usage
-        return outcome, usage
+        recorded = self._recorded
+        if recorded is None:
+            return CallReport(Outcome.FAILED_UNKNOWN_USAGE)
+        if body_raised and recorded.outcome is Outcome.SUCCESS:
+            return CallReport(Outcome.FAILED_WITH_USAGE, recorded.usage, recorded.provider)
+        return recorded
 
     def delegation(self) -> tuple[tuple[str, ...], str]:
         """The models and job id to acquire with when handing the job on; raises when none remain."""
@@ -129,7 +154,10 @@ class LeaseState:
         return ttl_ms, max(MIN_KEEPALIVE_INTERVAL_S, ttl_ms / 1000 * KEEPALIVE_FRACTION)
 
     def _recorded_usage(self) -> Usage | None:
-        return self._recorded[1] if self._recorded is not None else None
+        return self._recorded.usage if self._recorded is not None else None
+
+    def _recorded_feedback(self) -> ProviderFeedback | None:
+        return self._recorded.provider if self._recorded is not None else None
 
     def __repr__(self) -> str:
         state = "released" if self.released else f"expires_at_ms={self.expires_at_ms}"

@@ -18,7 +18,7 @@ from rlclient._proto import ratelimit_pb2_grpc as pb_grpc
 from rlclient.errors import LeaseNotFound, RateLimitError, from_rpc_error
 from rlclient.retry import NO_RETRY, RetryPolicy, deadline_after, next_backoff, time_left
 from rlclient.security import token_metadata
-from rlclient.types import Outcome, ReleaseResult, Usage, release_request
+from rlclient.types import CallReport, Outcome, ProviderFeedback, ReleaseResult, Usage, release_request
 
 log = logging.getLogger("rlclient")
 
@@ -117,9 +117,16 @@ class AsyncRateLimitClient:
             )
         )
 
-    async def release(self, lease_id: str, outcome: Outcome, usage: Usage | None = None) -> ReleaseResult:
-        """Releases a lease by id. Prefer ``AsyncLease.release`` or the context manager."""
-        request = release_request(lease_id, outcome, usage)
+    async def release(
+        self,
+        lease_id: str,
+        outcome: Outcome,
+        usage: Usage | None = None,
+        provider: ProviderFeedback | None = None,
+    ) -> ReleaseResult:
+        """Releases a lease by id, with the provider's feedback if any. Prefer ``AsyncLease.release``
+        or the context manager."""
+        request = release_request(lease_id, outcome, usage, provider)
         response = await self._call(self._stub.Release, request, deadline_after(self._rpc_timeout), self._retry)
         return ReleaseResult.from_proto(response)
 
@@ -200,6 +207,8 @@ class AsyncLease(LeaseState):
 
     - the block called :meth:`usage` → SUCCESS with that usage;
     - the block raised after :meth:`usage` → FAILED_WITH_USAGE with it;
+    - the block called :meth:`report` (a provider adapter's reading of the answer or error) → that
+      report's outcome, usage and feedback; a success the block raised after → FAILED_WITH_USAGE;
     - the block raised, or ended, without reporting usage → FAILED_UNKNOWN_USAGE (no refund).
     """
 
@@ -226,21 +235,25 @@ class AsyncLease(LeaseState):
     ) -> None:
         if self.released:
             return
-        outcome, usage = self.on_exit(body_raised=exc is not None)
+        report = self.on_exit(body_raised=exc is not None)
         if exc is None:
-            await self._release(outcome, usage)
+            await self._release(report)
             return
         try:
-            await self._release(outcome, usage)
+            await self._release(report)
         except RateLimitError as release_error:
             # The body's exception is the one the caller needs; the lease lapses at its TTL anyway.
             log.warning("could not release lease %s after the block failed: %s", self.lease_id, release_error)
 
-    async def release(self, usage: Usage | None = None, *, outcome: Outcome | None = None) -> ReleaseResult:
+    async def release(
+        self, usage: Usage | None = None, *, outcome: Outcome | None = None, provider: ProviderFeedback | None = None
+    ) -> ReleaseResult:
         """Releases now. With ``usage`` alone the outcome is SUCCESS; with neither, what the body
-        recorded, else FAILED_UNKNOWN_USAGE. A second call returns the first answer.
+        recorded (:meth:`usage`, :meth:`fail`, :meth:`report`), else FAILED_UNKNOWN_USAGE.
+        ``provider`` (default: the recorded one) is the provider's feedback. A second call returns
+        the first answer.
         """
-        return await self._release(*self.explicit(usage, outcome))
+        return await self._release(self.explicit(usage, outcome, provider))
 
     async def extend(self, ttl_ms: int | None = None) -> int:
         """Pushes the expiry to ``ttl_ms`` (default: the lease's lifetime) from now; returns it."""
@@ -255,7 +268,7 @@ class AsyncLease(LeaseState):
         """
 
         async def hand_on() -> AsyncLease:
-            await self._release(*self.failure(usage))
+            await self._release(self.failure(usage))
             models, job_id = self.delegation()
             return await self._client.acquire(
                 self.job_type,
@@ -287,7 +300,7 @@ class AsyncLease(LeaseState):
             except RateLimitError as error:
                 log.warning("could not extend lease %s, trying again in %.2fs: %s", self.lease_id, interval, error)
 
-    async def _release(self, outcome: Outcome, usage: Usage | None) -> ReleaseResult:
+    async def _release(self, report: CallReport) -> ReleaseResult:
         async with self._lock:
             if self._result is not None:
                 return self._result
@@ -295,5 +308,5 @@ class AsyncLease(LeaseState):
                 # No extension may land after the release: the service would answer NOT_FOUND.
                 self._keepalive.cancel()
                 await asyncio.wait([self._keepalive])
-            self._result = await self._client.release(self.lease_id, outcome, usage)
+            self._result = await self._client.release(self.lease_id, report.outcome, report.usage, report.provider)
             return self._result

@@ -14,6 +14,12 @@ class Outcome(enum.IntEnum):
     SUCCESS = pb.SUCCESS
     FAILED_WITH_USAGE = pb.FAILED_WITH_USAGE
     FAILED_UNKNOWN_USAGE = pb.FAILED_UNKNOWN_USAGE
+    # The provider refused the call (HTTP 429): nothing is charged unless the usage says so.
+    RATE_LIMITED = pb.RATE_LIMITED
+
+
+# The outcomes a release may carry without usage.
+OUTCOMES_WITHOUT_USAGE = frozenset({Outcome.FAILED_UNKNOWN_USAGE, Outcome.RATE_LIMITED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +45,51 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderFeedback:
+    """What the provider's answer said about the API key: how long to hold off (``retry_after_ms``,
+    0 when it did not say) and what it has left (None for what it did not report)."""
+
+    retry_after_ms: int = 0
+    remaining_tokens: int | None = None
+    remaining_requests: int | None = None
+    remaining_input_tokens: int | None = None
+    remaining_output_tokens: int | None = None
+
+    def to_proto(self) -> pb.ProviderFeedback:
+        return pb.ProviderFeedback(
+            retry_after_ms=self.retry_after_ms,
+            remaining_tokens=self.remaining_tokens,
+            remaining_requests=self.remaining_requests,
+            remaining_input_tokens=self.remaining_input_tokens,
+            remaining_output_tokens=self.remaining_output_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallReport:
+    """How a provider call ended, ready to release a lease with: ``lease.report(report)`` in the
+    ``with`` block, or ``lease.release(report.usage, outcome=report.outcome, provider=report.provider)``.
+
+    The provider adapters (:mod:`rlclient.providers`) build these from an SDK's answer or error.
+    """
+
+    outcome: Outcome
+    usage: Usage | None = None
+    provider: ProviderFeedback | None = None
+
+    def __post_init__(self) -> None:
+        if self.usage is None and self.outcome not in OUTCOMES_WITHOUT_USAGE:
+            raise ValueError(f"{self.outcome.name} needs the usage the provider reported")
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseResult:
-    """The service's answer to a release: what went back to the pool, or beyond the estimate."""
+    """The service's answer to a release: what went back to the pool, or beyond the estimate.
+
+    ``paused_until_ms`` (epoch ms, 0 when not paused) is how long the model is paused after a
+    release that carried a retry-after; ``external_tokens``/``external_requests`` are what the
+    release charged as usage by others of the key, from the provider's remaining counts.
+    """
 
     refunded_tokens: int
     refunded_requests: int
@@ -48,6 +97,9 @@ class ReleaseResult:
     overage_requests: int
     same_window: bool
     cost_usd: float
+    paused_until_ms: int = 0
+    external_tokens: int = 0
+    external_requests: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.ReleaseResponse) -> ReleaseResult:
@@ -58,14 +110,30 @@ class ReleaseResult:
             overage_requests=msg.overage_requests,
             same_window=msg.same_window,
             cost_usd=msg.cost_usd,
+            paused_until_ms=msg.paused_until_ms,
+            external_tokens=msg.external_tokens,
+            external_requests=msg.external_requests,
         )
 
 
-def release_request(lease_id: str, outcome: Outcome, usage: Usage | None) -> pb.ReleaseRequest:
-    if outcome is not Outcome.FAILED_UNKNOWN_USAGE and usage is None:
+def provider_model(model_id: str) -> str:
+    """The provider's name for a service model id: ``openai/gpt-5.2`` → ``gpt-5.2``.
+
+    Only the first ``/`` separates the provider (``deepinfra/openai/gpt-oss-20b`` →
+    ``openai/gpt-oss-20b``); an id without one is returned as it is.
+    """
+    _, slash, name = model_id.partition("/")
+    return name if slash and name else model_id
+
+
+def release_request(
+    lease_id: str, outcome: Outcome, usage: Usage | None, provider: ProviderFeedback | None = None
+) -> pb.ReleaseRequest:
+    if usage is None and outcome not in OUTCOMES_WITHOUT_USAGE:
         raise ValueError(f"{outcome.name} needs the usage the provider reported")
     return pb.ReleaseRequest(
         lease_id=lease_id,
         outcome=pb.Outcome.ValueType(outcome.value),
         actual=usage.to_proto() if usage is not None else None,
+        provider=provider.to_proto() if provider is not None else None,
     )
