@@ -4,11 +4,20 @@ every instance, and a provider's remaining below the ledger's is charged to ever
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
+import openai
 import pytest
+import yaml
+from rlclient import AsyncRateLimitClient
+from rlclient.providers.openai import openai_report, openai_response
 
-from rllocal.processes import free_port
+from rllocal.processes import free_port, spawn_module, stop_process
 from rlproto import ratelimit_pb2 as pb
 
 from .harness import Harness, eventually
@@ -221,3 +230,79 @@ async def test_feedback_on_an_unknown_lease_is_not_found_and_pauses_nothing(harn
     for model in (ALPHA, BETA):
         p = await pool(harness, port, model)
         assert (p.paused_until_ms, p.external_tokens, p.tokens_per_minute) == (0, 0, 100_000)
+
+
+# ----- with the provider simulator --------------------------------------------------------------
+
+KEY = "sk-shared"
+SHARED_TPM = 100_000
+OUTSIDE_PROMPT_TOKENS = 30_000
+PROVIDER_CONFIG: dict[str, Any] = {
+    "seed": 3,
+    "latency_ms": {"min": 1, "max": 5},
+    "output_tokens": {"min": 10, "max": 50},
+    "keys": {KEY: {"gpt-shared": {"api": "openai", "tokens_per_minute": SHARED_TPM, "requests_per_minute": 1000}}},
+}
+SHARED = "openai/gpt-shared"
+# Added to slotCalculation, whose largest estimate (10 000 tokens) is the tolerance.
+SHARED_MODEL = {"models": {SHARED: {"tokens_per_minute": SHARED_TPM, "requests_per_minute": 1000}}}
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> Iterator[int]:
+    config = tmp_path / "provider.yaml"
+    config.write_text(yaml.safe_dump(PROVIDER_CONFIG))
+    proc, port = spawn_module("rlprovider", ["--port", "0", "--config", str(config)], tmp_path / "provider.log", 30)
+    try:
+        yield port
+    finally:
+        stop_process(proc)
+
+
+def provider_stats(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as reply:
+        stats: dict[str, Any] = json.loads(reply.read())
+    return stats
+
+
+async def test_an_outside_consumer_of_the_key_shrinks_every_pool_within_one_release(
+    harness: Harness, provider: int
+) -> None:
+    """Someone else spends about 30 % of the key straight at the provider; the next release whose
+    caller passes on the provider's headers charges it to the model on both instances."""
+    await harness.within_one_window(seconds=20)
+    a = harness.boot_instance(0, "slotCalculation", SHARED_MODEL)
+    b = harness.boot_instance(0, "slotCalculation", SHARED_MODEL)
+    await eventually(lambda: harness.counts_instances(b.port, 2), what="B to count two instances")
+    sdk = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{provider}/v1", api_key=KEY, max_retries=0)
+    try:
+        # ~4 characters a token (docs/provider.md): a prompt of about 30 000 tokens.
+        outside = [{"role": "user", "content": "x" * (4 * OUTSIDE_PROMPT_TOKENS)}]
+        await sdk.chat.completions.create(model="gpt-shared", messages=outside, max_tokens=10)  # type: ignore[arg-type]
+        spent = provider_stats(provider)["keys"][KEY]["gpt-shared"]["accepted"]["tokens"]
+        assert 0.28 * SHARED_TPM <= spent <= 0.32 * SHARED_TPM
+        async with AsyncRateLimitClient(f"127.0.0.1:{a.port}") as client:
+            async with client.acquire("jobTypeB", models=[SHARED], timeout=10) as lease:
+                with openai_report(lease):
+                    raw = await sdk.chat.completions.with_raw_response.create(
+                        model=lease.provider_model,
+                        messages=[{"role": "user", "content": "hello"}],
+                        max_tokens=100,
+                    )
+                    lease.report(openai_response(raw))
+            result = lease.result
+    finally:
+        await sdk.close()
+    assert result is not None
+    # The ledger saw only this call; the provider's remaining also lacks the outside call, less
+    # what its bucket refilled since: the gap is that call, give or take the refill.
+    assert 0.2 * SHARED_TPM <= result.external_tokens <= spent
+    pool_a = await pool(harness, a.port, SHARED)
+    assert pool_a.external_tokens == result.external_tokens
+    assert pool_a.tokens_per_minute <= (SHARED_TPM - result.external_tokens) // 2
+
+    async def b_shrank() -> bool:
+        p = await pool(harness, b.port, SHARED)
+        return p.external_tokens == result.external_tokens and p.tokens_per_minute == pool_a.tokens_per_minute
+
+    await eventually(b_shrank, what="B's pool to shrink with A's")
