@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -44,6 +44,8 @@ class ModelConfig(_Strict):
     requests_per_day: PositiveInt | None = None
     max_concurrent_requests: PositiveInt | None = None
     pricing: Pricing = Pricing()
+    # fixed: minute and UTC-day windows; rolling: buckets refilled continuously (SPEC §12).
+    window: Literal["fixed", "rolling"] = "fixed"
 
     @model_validator(mode="after")
     def _at_least_one_limit(self) -> Self:

@@ -25,6 +25,8 @@ class ModelLimits:
 
     rates: tuple[int | None, int | None, int | None, int | None]
     max_concurrent: int | None
+    # Rolling buckets (SPEC §12) instead of fixed minute and day windows.
+    rolling: bool = False
 
     @property
     def tracks_minute(self) -> bool:

@@ -93,6 +93,7 @@ def limits_json(models: dict[str, ModelLimits]) -> str:
                 "tpd": lim.rates[2] or 0,
                 "rpd": lim.rates[3] or 0,
                 "conc": lim.max_concurrent or 0,
+                "roll": 1 if lim.rolling else 0,
             }
             for name, lim in models.items()
         }

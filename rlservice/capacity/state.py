@@ -8,6 +8,7 @@ from fractions import Fraction
 from ..config import Pricing
 from ..types import ModelLimits, Snapshot
 from .pools import NO_PENDING, Pending, Pool, compute_pool
+from .rolling import refilled
 from .usage import TypeUsage
 from .waiting import WaitQueue
 
@@ -44,6 +45,8 @@ class ModelState:
     usage: dict[str, TypeUsage] = field(default_factory=dict)
     queues: dict[str, WaitQueue[Reservation]] = field(default_factory=dict)
     _pool: Pool | None = None
+    # The Redis time a rolling model's cached pool was refilled to.
+    _pool_at: int = 0
 
     def invalidate(self) -> None:
         self._pool = None
@@ -74,11 +77,21 @@ class ModelState:
             own_waiting=src.own_waiting,
         )
 
-    def pool(self, avg_tokens: Fraction, avg_requests: Fraction, lend: bool) -> Pool:
-        """What this instance may take on the model, attempts on their way to Redis included."""
-        if self._pool is None:
+    def pool(self, avg_tokens: Fraction, avg_requests: Fraction, lend: bool, now_ms: int) -> Pool:
+        """What this instance may take on the model at Redis time now_ms, attempts on their way to
+        Redis included. A rolling model's buckets have refilled since the snapshot was read."""
+        if self.limits.rolling:
+            if self._pool is None or self._pool_at != now_ms:
+                self._pool = self.pool_at(avg_tokens, avg_requests, lend, now_ms)
+                self._pool_at = now_ms
+        elif self._pool is None:
             self._pool = compute_pool(self.limits, self.snapshot, avg_tokens, avg_requests, lend, self.pending)
         return self._pool
+
+    def pool_at(self, avg_tokens: Fraction, avg_requests: Fraction, lend: bool, now_ms: int) -> Pool:
+        """A rolling model's pool as it will be at now_ms, nothing else changing."""
+        snap = refilled(self.limits, self.snapshot, now_ms)
+        return compute_pool(self.limits, snap, avg_tokens, avg_requests, lend, self.pending)
 
 
 def _in_windows(values: tuple[int, int, int, int], same: tuple[bool, bool]) -> tuple[int, int, int, int]:

@@ -43,6 +43,10 @@ class WaitQueue(Generic[R]):
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
 
+    def waiting(self) -> bool:
+        """Whether some waiter has not been handed a reservation yet."""
+        return any(not w.woken for w in self._waiters)
+
     def wake_in_order(self, reserve: Callable[[], R | None]) -> None:
         """Hands reservations to waiters in arrival order while they fit; stops at the first that
         does not, so that no later waiter overtakes it."""

@@ -8,7 +8,8 @@ import logging
 from ..backend.ledger import ClosedLease
 from ..capacity.changes import ChangeSignal
 from ..capacity.leases import Lease, LeaseTable
-from ..capacity.pools import Pool
+from ..capacity.pools import Pool, compute_pool
+from ..capacity.rolling import first_fit_ms, refilled
 from ..capacity.shares import TypeUse, allocated_slots, load_of, may_take, memory_slots, rebalance
 from ..capacity.state import JobType, ModelState, Reservation
 from ..capacity.usage import TypeUsage
@@ -16,7 +17,7 @@ from ..capacity.waiting import WaitQueue
 from ..config import Settings
 from ..types import ModelLimits, Outcome, Snapshot
 from .clock import RedisClock
-from .pauses import Pauses
+from .timers import Pauses, Refills
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def model_limits(settings: Settings) -> dict[str, ModelLimits]:
         name: ModelLimits(
             rates=(m.tokens_per_minute, m.requests_per_minute, m.tokens_per_day, m.requests_per_day),
             max_concurrent=m.max_concurrent_requests,
+            rolling=m.window == "rolling",
         )
         for name, m in settings.models.items()
     }
@@ -70,6 +72,7 @@ class LocalState:
         self.leases = LeaseTable()
         self.clock = RedisClock()
         self.pauses = Pauses(self.clock, self.pump)
+        self.refills = Refills(self.clock, self.pump)
         # Pools, ratios, in-flight or waiting counts may have moved: the live view follows it.
         self.changes = ChangeSignal()
         self._releases_since_rebalance = 0
@@ -80,7 +83,9 @@ class LocalState:
     # ----- ledger views ----------------------------------------------------------------------
 
     def pool(self, model: ModelState) -> Pool:
-        return model.pool(self._avg_tokens, self._avg_requests, self.lend)
+        # Only a rolling model's pool moves with time (and only then is the clock read).
+        now = self.clock.now_ms() if model.limits.rolling else 0
+        return model.pool(self._avg_tokens, self._avg_requests, self.lend, now)
 
     def apply_states(self, states: dict[str, Snapshot]) -> None:
         """States read for this instance (own fields included)."""
@@ -106,16 +111,7 @@ class LocalState:
         snap = model.snapshot
         use = model.usage[jt.name]
         use.roll(snap.minute_window, snap.day_window)
-        fits = may_take(
-            self.pool(model),
-            jt.ratio,
-            TypeUse(use.open_now(), self.window_jobs(model, use), jt.in_flight),
-            jt.tokens,
-            jt.requests,
-            self.settings.min_job_type_capacity,
-            self.memory_slots(jt),
-        )
-        if not fits:
+        if not self._fits(model, jt, self.pool(model)):
             return None
         model.pending = model.pending.add(jt.tokens, jt.requests, 1)
         model.invalidate()
@@ -124,6 +120,37 @@ class LocalState:
         use.charge(snap.minute_window, snap.day_window, jt.tokens, jt.requests)
         self.changes.notify()
         return Reservation(snap.minute_window, snap.day_window)
+
+    def _fits(self, model: ModelState, jt: JobType, pool: Pool) -> bool:
+        use = model.usage[jt.name]
+        return may_take(
+            pool,
+            jt.ratio,
+            TypeUse(use.open_now(), self.window_jobs(model, use), jt.in_flight),
+            jt.tokens,
+            jt.requests,
+            self.settings.min_job_type_capacity,
+            self.memory_slots(jt),
+        )
+
+    def _first_refill_fit(self, model: ModelState) -> int | None:
+        """The Redis time a rolling model's buckets will hold enough for the first of its waiters."""
+        base = refilled(model.limits, model.snapshot, self.clock.now_ms())
+        times = []
+        for name, queue in model.queues.items():
+            if queue.waiting():
+                jt = self.job_types[name]
+
+                def fits(snap: Snapshot, jt: JobType = jt) -> bool:
+                    pool = compute_pool(
+                        model.limits, snap, self._avg_tokens, self._avg_requests, self.lend, model.pending
+                    )
+                    return self._fits(model, jt, pool)
+
+                at = first_fit_ms(model.limits, base, fits)
+                if at is not None:
+                    times.append(at)
+        return min(times, default=None)
 
     def unreserve(self, model: ModelState, jt: JobType, res: Reservation, pending: bool = True) -> None:
         if pending:
@@ -141,10 +168,15 @@ class LocalState:
     def pump(self, model: ModelState) -> None:
         """Hands reservations to the model's waiters, in order, while they fit."""
         self.changes.notify()
+        waiting = False
         for name, queue in model.queues.items():
             if len(queue):
                 jt = self.job_types[name]
                 queue.wake_in_order(lambda jt=jt: self.reserve(model, jt))  # type: ignore[misc]
+                waiting = waiting or queue.waiting()
+        # A paused model's waiters are woken by the pause's end.
+        if waiting and model.limits.rolling and not self.pauses.paused_until(model):
+            self.refills.ensure(model, self._first_refill_fit)
 
     def pump_all(self) -> None:
         for model in self.models.values():

@@ -48,6 +48,7 @@ class Membership:
         if self._boundary is not None:
             self._boundary.cancel()
         self._local.pauses.close()
+        self._local.refills.close()
         tasks = [*self._background, *(t for t in (self._reregistering, self._reaping) if t is not None)]
         for task in tasks:
             task.cancel()

@@ -253,6 +253,16 @@ def test_defaults_of_spec_section_4() -> None:
     assert s.job_types["a"].estimated_requests == 1
     assert s.job_types["a"].ratio.flexible is True
     assert s.memory is None
+    fb = s.provider_feedback
+    assert (fb.max_pause_ms, fb.default_pause_ms, fb.tolerance_tokens) == (60_000, 1000, None)
+    assert all(m.window == "fixed" for m in s.models.values())
+
+
+def test_the_feedback_tolerance_defaults_to_the_largest_estimate() -> None:
+    data = minimal(job_types={"a": {"estimated_tokens": 300}, "b": {"estimated_tokens": 7000}})
+    assert parse_settings(data, "x").feedback_tolerance() == (7000, 1)
+    data["provider_feedback"] = {"tolerance_tokens": 50}
+    assert parse_settings(data, "x").feedback_tolerance() == (50, 1)
 
 
 def test_cost_is_per_million_tokens() -> None:
@@ -321,6 +331,14 @@ def test_cost_is_per_million_tokens() -> None:
         (minimal(lease_ttl_ms=0), "lease_ttl_ms", ""),
         (minimal(surprise=True), "surprise", "not permitted"),
         (minimal(models={"m": {"tokens_per_minute": 1, "tpm": 5}}), "models.m.tpm", "not permitted"),
+        (
+            minimal(models={"m": {"tokens_per_minute": 1, "window": "sliding"}}),
+            "models.m.window",
+            "'fixed' or 'rolling'",
+        ),
+        (minimal(provider_feedback={"max_pause_ms": 0}), "provider_feedback.max_pause_ms", "greater than 0"),
+        (minimal(provider_feedback={"default_pause_ms": -1}), "provider_feedback.default_pause_ms", ""),
+        (minimal(provider_feedback={"tolerance_tokens": -1}), "provider_feedback.tolerance_tokens", ""),
     ],
 )
 def test_errors_name_the_field(data: dict[str, Any], field: str, why: str) -> None:

@@ -87,8 +87,9 @@ end
 -- written the counters back and dropped them.
 local function drop_instance(inst)
   for _, name in ipairs(redis.call('SMEMBERS', K_MODELS)) do
-    redis.call('HDEL', P .. ':w:' .. name .. ':m:' .. WM, 'ot:' .. inst, 'or:' .. inst)
-    redis.call('HDEL', P .. ':w:' .. name .. ':d:' .. WD, 'ot:' .. inst, 'or:' .. inst)
+    for _, win in ipairs({'m:' .. WM, 'd:' .. WD, 'm:r', 'd:r'}) do
+      redis.call('HDEL', P .. ':w:' .. name .. ':' .. win, 'ot:' .. inst, 'or:' .. inst)
+    end
     local ik = P .. ':model:' .. name
     local f = redis.call('HMGET', ik, inst, 'w:' .. inst)
     local c = tonumber(f[1]) or 0

@@ -2,7 +2,7 @@
 -- lease's model once the release's usage is settled. The provider counts the key for everyone who
 -- uses it, so its word wins: a 429's retry-after pauses the model on every instance, and a
 -- remaining below the ledger's own is usage the ledger never saw, charged to the current minute
--- window. fb: retry-after (ms), remaining tokens and requests ('' when not given), the longest
+-- window (a rolling model: taken from its bucket). fb: retry-after (ms), remaining tokens and requests ('' when not given), the longest
 -- pause, the pause of a 429 without retry-after, the tolerance in tokens and in requests.
 
 -- The part of the ledger's remaining (limit - committed) the provider says is gone, when it
@@ -34,7 +34,8 @@ apply_feedback = function(m, outcome, fb)
     if xt > 0 or xr > 0 then
       -- Settled, so every instance's pool shrinks by the gap / N.
       w.st, w.sr, w.xt, w.xr, w.tot = w.st + xt, w.sr + xr, w.xt + xt, w.xr + xr, true
-      redis.call('HSET', w.key, 'xt', w.xt, 'xr', w.xr)
+      -- xm: the minute they belong to, which a rolling bucket's external usage needs.
+      redis.call('HSET', w.key, 'xt', w.xt, 'xr', w.xr, 'xm', WM)
     end
   end
   return (m.pu > NOW and m.pu or 0) .. '\n' .. xt .. '\n' .. xr

@@ -73,6 +73,32 @@ local function window(name, kind, win, size)
 end
 local NO_WINDOW = {st = 0, sr = 0, ot = 0, oq = 0, mot = 0, moq = 0, mst = 0, msr = 0, xt = 0, xr = 0}
 
+-- A rolling model's bucket (SPEC §12) for one kind of limit (m: per minute, d: per day): a level
+-- per dimension, refilled continuously at limit / period on Redis time up to the limit, kept with
+-- the time it was last written (one time for both dimensions: they are always written together).
+-- It is handed to the code above as a window that never closes, whose settled usage is what the
+-- level and the open estimates leave of the limit: limit - settled = level + open, the quantity
+-- the pools and the global check use in both modes, and every grant, release and external charge
+-- moves it exactly as it moves a fixed window's counters. Own settled usage has no window to live
+-- in here, so it stays 0. External usage counts the current minute (xm) only.
+local function refill(limit, level, at, period)
+  if limit <= 0 then return 0 end
+  if not level then return limit end
+  return math.min(limit, tonumber(level) + (NOW - tonumber(at)) * limit / period)
+end
+
+local function bucket(name, kind, lim_t, lim_r, period)
+  local key = P .. ':w:' .. name .. ':' .. kind .. ':r'
+  local v = redis.call('HMGET', key, 'ot', 'or', F_OT, F_OR, 'lt', 'lr', 'at', 'xt', 'xr', 'xm')
+  local ot, oq = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+  local minute = tonumber(v[10]) == WM
+  return {key = key, rolling = true, lim_t = lim_t, lim_r = lim_r, win = 0, ot = ot, oq = oq,
+          st = lim_t - refill(lim_t, v[5], v[7], period) - ot, sr = lim_r - refill(lim_r, v[6], v[7], period) - oq,
+          mot = tonumber(v[3]) or 0, moq = tonumber(v[4]) or 0, mst = 0, msr = 0,
+          xt = minute and tonumber(v[8]) or 0, xr = minute and tonumber(v[9]) or 0, at = false, tot = false,
+          mine = false}
+end
+
 -- A model as the calling instance sees it: limits, in flight (fl in total, own), instances with
 -- waiters (w) and whether it is one (ow), its current minute (wm) and day (wd) windows where it has
 -- such limits; false for a model nobody registered.
@@ -83,23 +109,37 @@ local function model(name)
     F_OT, F_OR, F_ST, F_SR, F_W = 'ot:' .. ME, 'or:' .. ME, 'st:' .. ME, 'sr:' .. ME, 'w:' .. ME
   end
   local ik = P .. ':model:' .. name
-  local v = redis.call('HMGET', ik, 'tpm', 'rpm', 'tpd', 'rpd', 'conc', '_', ME, 'w', F_W, 'pu')
+  local v = redis.call('HMGET', ik, 'tpm', 'rpm', 'tpd', 'rpd', 'conc', '_', ME, 'w', F_W, 'pu', 'roll')
   if not v[1] then
     MS[name] = false
     return false
   end
   m = {name = name, ik = ik, tpm = tonumber(v[1]), rpm = tonumber(v[2]), tpd = tonumber(v[3]), rpd = tonumber(v[4]),
        conc = tonumber(v[5]), fl = tonumber(v[6]) or 0, own = tonumber(v[7]) or 0, w = tonumber(v[8]) or 0,
-       ow = v[9] and 1 or 0, pu = tonumber(v[10]) or 0, dirty = false, mine = false, wm = false, wd = false}
-  if m.tpm > 0 or m.rpm > 0 then m.wm = window(name, 'm', WM, MINUTE) end
-  if m.tpd > 0 or m.rpd > 0 then m.wd = window(name, 'd', WD, DAY) end
+       ow = v[9] and 1 or 0, pu = tonumber(v[10]) or 0, roll = v[11] == '1', dirty = false, mine = false, wm = false,
+       wd = false}
+  if m.roll then
+    if m.tpm > 0 or m.rpm > 0 then m.wm = bucket(name, 'm', m.tpm, m.rpm, MINUTE) end
+    if m.tpd > 0 or m.rpd > 0 then m.wd = bucket(name, 'd', m.tpd, m.rpd, DAY) end
+  else
+    if m.tpm > 0 or m.rpm > 0 then m.wm = window(name, 'm', WM, MINUTE) end
+    if m.tpd > 0 or m.rpd > 0 then m.wd = window(name, 'd', WD, DAY) end
+  end
   MS[name] = m
   return m
 end
 
 local function flush_window(w)
   if not w.tot then return end
-  if w.mine then
+  if w.rolling then
+    -- Levels from the counters: limit - settled - open.
+    local lt, lr = w.lim_t - w.st - w.ot, w.lim_r - w.sr - w.oq
+    if w.mine then
+      redis.call('HSET', w.key, 'ot', w.ot, 'or', w.oq, 'lt', lt, 'lr', lr, 'at', NOW, F_OT, w.mot, F_OR, w.moq)
+    else
+      redis.call('HSET', w.key, 'ot', w.ot, 'or', w.oq, 'lt', lt, 'lr', lr, 'at', NOW)
+    end
+  elseif w.mine then
     redis.call('HSET', w.key, 'st', w.st, 'sr', w.sr, 'ot', w.ot, 'or', w.oq, F_ST, w.mst, F_SR, w.msr, F_OT, w.mot,
                F_OR, w.moq)
   else
@@ -130,16 +170,20 @@ local function flush()
 end
 
 -- A model's state as the calling instance sees it, packed:
---  1 minute window, 2 day window, 3 live instances N,
+--  1 minute window, 2 day window (both 0 for a rolling model: its usage never changes window),
+--  3 live instances N,
 --  4..11  minute: settled_t, settled_r, open_t, open_r, own_open_t, own_open_r, own_settled_t, own_settled_r
 --  12..19 day:    the same
 --  20 in flight in total, 21 own in flight, 22 instances with waiters, 23 own waiters (0/1)
 --  24 paused until (Redis ms, 0 when not paused), 25..26 minute: external tokens, requests
+-- A rolling bucket's settled usage is rounded up, so that the level reported is the whole tokens
+-- the bucket holds.
 local function pack(m)
   local a, b = m.wm or NO_WINDOW, m.wd or NO_WINDOW
-  return struct.pack(STATE, WM, WD, live(), a.st, a.sr, a.ot, a.oq, a.mot, a.moq, a.mst, a.msr,
-                     b.st, b.sr, b.ot, b.oq, b.mot, b.moq, b.mst, b.msr, m.fl, m.own, m.w, m.ow,
-                     m.pu > NOW and m.pu or 0, a.xt, a.xr)
+  local ceil = math.ceil
+  return struct.pack(STATE, m.roll and 0 or WM, m.roll and 0 or WD, live(), ceil(a.st), ceil(a.sr), a.ot, a.oq, a.mot,
+                     a.moq, a.mst, a.msr, ceil(b.st), ceil(b.sr), b.ot, b.oq, b.mot, b.moq, b.mst, b.msr, m.fl, m.own,
+                     m.w, m.ow, m.pu > NOW and m.pu or 0, a.xt, a.xr)
 end
 
 -- ----- admission --------------------------------------------------------------------------------
@@ -234,6 +278,19 @@ end
 -- refunded.
 local function settle_in(w, lease_win, rec, act_t, act_r, dt, dr)
   local mine = rec.i == ME
+  if w.rolling then
+    -- The bucket gets back what was not used, never above its limit (level <= limit: settled >= -open).
+    w.ot, w.oq = w.ot - rec.t, w.oq - rec.r
+    w.st, w.sr = math.max(w.st + act_t, -w.ot), math.max(w.sr + act_r, -w.oq)
+    if mine then
+      w.mot, w.moq, w.mine = w.mot - rec.t, w.moq - rec.r, true
+    else
+      other(w.key, 'ot:' .. rec.i, -rec.t)
+      other(w.key, 'or:' .. rec.i, -rec.r)
+    end
+    w.tot = true
+    return true, true
+  end
   if w.win == lease_win then
     w.ot, w.oq, w.st, w.sr = w.ot - rec.t, w.oq - rec.r, w.st + act_t, w.sr + act_r
     if mine then

@@ -1,4 +1,5 @@
--- models_json: {model: {tpm, rpm, tpd, rpd, conc}}, 0 = not limited. max_models: the most models
+-- models_json: {model: {tpm, rpm, tpd, rpd, conc, roll}}, 0 = not limited; roll 1 for a model whose
+-- limits are rolling buckets (lib.lua: bucket). max_models: the most models
 -- the ledger may hold, the batch of every operation that works on all of them.
 -- Replies ok (with every model's state) | busy | too_many_models, models held, models it would add
 -- The same id registering again is a restart: whatever the old process held is closed first, one
@@ -13,7 +14,7 @@ OPS.register = function(models_json, max_models)
   redis.call('SADD', K_MODELS, unpack(listed))
   for name, lim in pairs(models) do
     redis.call('HSET', P .. ':model:' .. name, 'tpm', lim.tpm, 'rpm', lim.rpm, 'tpd', lim.tpd, 'rpd', lim.rpd,
-               'conc', lim.conc)
+               'conc', lim.conc, 'roll', lim.roll)
   end
   redis.call('ZADD', K_INST, NOW, ME)
   sync()

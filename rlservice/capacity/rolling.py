@@ -1,0 +1,58 @@
+"""Rolling buckets (SPEC §12), as lib.lua keeps them: each limited dimension refills continuously at
+limit / period up to the limit. A snapshot of a rolling model carries the bucket as settled usage,
+limit - level - open, so that the pools and checks are those of fixed windows; here the level is
+moved on to a later time, and the time is found when the buckets will have refilled enough."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..types import ModelLimits, Snapshot
+from .windows import DAY_MS, MINUTE_MS
+
+# Refill periods in RATE_DIMS order: per-minute limits refill in a minute, per-day ones in a day.
+PERIODS_MS = (MINUTE_MS, MINUTE_MS, DAY_MS, DAY_MS)
+
+
+def refilled(limits: ModelLimits, snap: Snapshot, now_ms: int) -> Snapshot:
+    """The snapshot as its buckets will be at now_ms, nothing else changing: each level grows by
+    limit x elapsed / period, up to the limit, and settled falls by as much (rounded up, as the
+    ledger reports it: the whole tokens the bucket holds)."""
+    elapsed = now_ms - snap.now_ms
+    if elapsed <= 0:
+        return snap
+    settled = list(snap.settled)
+    for i, limit in enumerate(limits.rates):
+        if limit is not None:
+            level = limit - settled[i] - snap.open[i]
+            grown = min(limit, level + limit * elapsed / PERIODS_MS[i])
+            settled[i] = math.ceil(limit - grown - snap.open[i])
+    return replace(snap, now_ms=now_ms, settled=(settled[0], settled[1], settled[2], settled[3]))
+
+
+def full_in_ms(limits: ModelLimits, snap: Snapshot) -> int:
+    """How long until every bucket is full, from the snapshot's time."""
+    longest = 0
+    for i, limit in enumerate(limits.rates):
+        if limit is not None:
+            missing = snap.settled[i] + snap.open[i]
+            longest = max(longest, -(-missing * PERIODS_MS[i] // limit))
+    return longest
+
+
+def first_fit_ms(limits: ModelLimits, snap: Snapshot, fits: Callable[[Snapshot], bool]) -> int | None:
+    """The earliest Redis time at which fits() holds as the buckets refill, to the millisecond; None
+    when it does not hold even with full buckets (something else holds the job back). fits() must
+    only become true as the buckets fill."""
+    low, high = snap.now_ms, snap.now_ms + full_in_ms(limits, snap)
+    if not fits(refilled(limits, snap, high)):
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        if fits(refilled(limits, snap, mid)):
+            high = mid
+        else:
+            low = mid + 1
+    return high

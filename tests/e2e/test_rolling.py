@@ -1,0 +1,80 @@
+"""Rolling windows (SPEC §12): a bucket refilled continuously at limit / period on Redis time, where a
+fixed window gives a whole fresh minute at each boundary."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from rlproto import ratelimit_pb2 as pb
+
+from .harness import Harness
+
+ROLLING, FIXED = "model-rolling", "model-fixed"
+TPM, ESTIMATE = 120_000, 10_000
+REFILL_PER_S = TPM / 60
+NO_WAIT = {"job_types": {"job": {"max_wait_ms": {ROLLING: 0, FIXED: 0}}}}
+
+
+def redis_now_s(harness: Harness) -> float:
+    seconds, micros = harness.redis().time()
+    return int(seconds) + int(micros) / 1e6
+
+
+async def fill(harness: Harness, port: int, model: str) -> int:
+    """Acquires on the model until it refuses, releasing each job at its whole estimate; returns how
+    many it granted."""
+    granted = 0
+    while True:
+        try:
+            lease = await harness.acquire(port, "job", models=[model])
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.details()
+            return granted
+        granted += 1
+        await harness.release(port, lease.lease_id, actual=pb.Usage(request_count=1, input_tokens=ESTIMATE))
+
+
+async def test_an_empty_bucket_makes_a_job_wait_the_refill_time_of_its_estimate(harness: Harness) -> None:
+    waits = {"job_types": {"job": {"max_wait_ms": {ROLLING: 30_000}}}}
+    port = harness.boot_instance(0, "rolling", {**NO_WAIT, **waits}).port
+    # A full bucket gives its whole limit at once.
+    leases = [await harness.acquire(port, "job", models=[ROLLING]) for _ in range(TPM // ESTIMATE)]
+    for lease in leases:
+        await harness.release(port, lease.lease_id, actual=pb.Usage(request_count=1, input_tokens=ESTIMATE))
+    emptied = redis_now_s(harness)
+    # What the filling took has come back already; the rest of one estimate takes its refill time.
+    job = await harness.acquire(port, "job", models=[ROLLING], timeout=60, lease_ttl_ms=60_000)
+    granted_at = (job.lease_expires_at_ms - 60_000) / 1000
+    assert granted_at - emptied >= ESTIMATE / REFILL_PER_S - (emptied - first_grant_s(leases)) - 0.05
+    assert job.waited_ms >= 0.5 * 1000 * ESTIMATE / REFILL_PER_S
+    assert granted_at - emptied <= ESTIMATE / REFILL_PER_S + 3
+
+
+def first_grant_s(leases: list[pb.AcquireResponse]) -> float:
+    """When the first of these leases was granted, from its expiry and the default TTL."""
+    return (leases[0].lease_expires_at_ms - 300_000) / 1000
+
+
+async def test_across_a_minute_boundary_rolling_grants_only_the_refill_and_fixed_a_fresh_window(
+    harness: Harness,
+) -> None:
+    port = harness.boot_instance(0, "rolling", NO_WAIT).port
+    # Filled in the second half of a minute, the rolling bucket has refilled less than half of its
+    # limit by the boundary.
+    now = redis_now_s(harness)
+    if now % 60 < 30:
+        await asyncio.sleep(30 - now % 60)
+    assert await fill(harness, port, FIXED) == TPM // ESTIMATE
+    assert await fill(harness, port, ROLLING) >= TPM // ESTIMATE
+    filled = redis_now_s(harness)
+    await asyncio.sleep(60 - filled % 60 + 0.2)
+    after = await fill(harness, port, FIXED)
+    elapsed = redis_now_s(harness) - filled
+    rolled = await fill(harness, port, ROLLING)
+    # The fixed window starts afresh: its whole limit again.
+    assert after == TPM // ESTIMATE
+    # The rolling bucket holds only what refilled since it was emptied.
+    assert rolled <= (REFILL_PER_S * elapsed) // ESTIMATE
+    assert rolled < TPM // ESTIMATE // 2 + 1

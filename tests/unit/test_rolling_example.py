@@ -1,0 +1,95 @@
+"""The rolling-window worked example of docs/capacity.md, number by number: TPM 120 000 on a rolling
+bucket, N = 2, one job type of 10 000 tokens, as an instance mirrors the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from fractions import Fraction
+
+from rlservice.capacity.pools import Pool, compute_pool
+from rlservice.capacity.rolling import first_fit_ms, full_in_ms, refilled
+from rlservice.types import ModelLimits, Snapshot
+
+from .helpers import snapshot, tokens
+
+TPM, JOB = 120_000, 10_000
+LIMITS = ModelLimits(rates=(TPM, None, None, None), max_concurrent=None, rolling=True)
+
+
+def state(at_s: float, level: int, open: int, own_open: int) -> Snapshot:
+    """The ledger's state as it reports a bucket: settled = limit - level - open."""
+    snap = snapshot(2, settled=tokens(TPM - level - open), open=tokens(open), own_open=tokens(own_open))
+    return replace(snap, now_ms=int(at_s * 1000))
+
+
+def pool(snap: Snapshot) -> Pool:
+    return compute_pool(LIMITS, snap, Fraction(JOB), Fraction(1))
+
+
+def level(snap: Snapshot) -> int:
+    return TPM - snap.settled[0] - snap.open[0]
+
+
+def reported(snap: Snapshot) -> tuple[int | None, int]:
+    p = pool(snap)
+    return p.rates[0], p.total_slots
+
+
+def fits(snap: Snapshot) -> bool:
+    room = pool(snap).room[0]
+    return room is not None and room >= JOB
+
+
+def test_a_fresh_bucket_and_six_open_jobs_move_no_pool() -> None:
+    assert reported(state(0, 120_000, 0, 0)) == (60_000, 6)
+    after_six = state(0, 60_000, 60_000, 60_000)
+    assert reported(after_six) == (60_000, 6)
+    assert not fits(after_six)
+
+
+def test_three_seconds_refill_six_thousand_tokens() -> None:
+    later = refilled(LIMITS, state(0, 60_000, 60_000, 60_000), 3000)
+    assert level(later) == 66_000
+    assert reported(later) == (63_000, 6)
+
+
+def test_releases_give_back_what_was_not_used() -> None:
+    # Six releases at 4 000 each give back 6 x 6 000.
+    released = state(3, 66_000 + 6 * 6000, 0, 0)
+    assert level(released) == 102_000
+    assert reported(released) == (51_000, 5)
+    # B takes what its share allows: five jobs, the sixth would pass 51 000.
+    b = state(3, 52_000, 50_000, 50_000)
+    assert reported(b) == (51_000, 5)
+    assert not fits(b)
+
+
+def test_a_release_at_its_whole_estimate_gives_nothing_back() -> None:
+    at_ten = refilled(LIMITS, state(3, 52_000, 50_000, 50_000), 10_000)
+    assert level(at_ten) == 66_000
+    assert reported(state(10, 66_000, 40_000, 40_000)) == (53_000, 5)
+
+
+def test_external_usage_is_taken_from_the_bucket() -> None:
+    tolerance, remaining = JOB, 30_000
+    gap = level(state(10, 66_000, 40_000, 40_000)) - remaining
+    assert gap == 36_000 > tolerance
+    assert reported(state(10, 66_000 - gap, 40_000, 40_000)) == (35_000, 3)
+
+
+def test_an_empty_bucket_serves_each_waiter_when_it_has_refilled_enough() -> None:
+    # A took three more: the bucket is empty, 70 000 open, A holds 30 000 of it and B 40 000.
+    a = state(10, 0, 70_000, 30_000)
+    assert reported(a) == (35_000, 3)
+    assert first_fit_ms(LIMITS, a, fits) == 15_000
+    b = state(10, 0, 70_000, 40_000)
+    assert first_fit_ms(LIMITS, b, fits) == 25_000
+
+
+def test_the_bucket_is_full_after_its_period_and_never_above_its_limit() -> None:
+    empty = state(0, 0, 0, 0)
+    assert full_in_ms(LIMITS, empty) == 60_000
+    assert level(refilled(LIMITS, empty, 30_000)) == 60_000
+    assert level(refilled(LIMITS, empty, 90_000)) == TPM
+    # Nothing fits a job larger than the whole bucket, however long it waits.
+    assert first_fit_ms(LIMITS, empty, lambda s: (pool(s).room[0] or 0) > TPM) is None
