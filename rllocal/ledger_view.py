@@ -9,6 +9,8 @@ from typing import cast
 
 import redis
 
+from rlservice.backend.wire import ClosedLease
+
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 
@@ -64,6 +66,18 @@ class Ledger:
             record = cast(bytes | None, self._r.get(key))
             if record is not None and record.startswith(b"o\n"):
                 out.append(_text(key).split(":lease:", 1)[1])
+        return out
+
+    def closed_leases(self, model: str) -> list[ClosedLease]:
+        """The model's closed leases the ledger still keeps (an hour after they closed)."""
+        out = []
+        for key in self._r.scan_iter(match=self._key("lease", "*"), count=1000):
+            record = cast(bytes | None, self._r.get(key))
+            if record is not None and record.startswith(b"c\n"):
+                lease_id = _text(key).split(":lease:", 1)[1]
+                lease = ClosedLease.from_lines([lease_id, *record.decode().split("\n")[1:]])
+                if lease.model == model:
+                    out.append(lease)
         return out
 
     def committed(self, model: str, window: int, kind: str = "m") -> tuple[int, int]:

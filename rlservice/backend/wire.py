@@ -2,7 +2,7 @@
 
 A script call replies flat: seq, now, a count K, then K pairs of model and packed state, then one text
 per operation, its fields one a line. States are 26 big-endian signed 64-bit integers (lib.lua:
-state), packed so that the script never formats a number. A closed lease is 22 lines: its id, then
+state), packed so that the script never formats a number. A closed lease is 23 lines: its id, then
 the closed record (lib.lua: close_lease); refunds and overage are derived here from the estimate and
 the actual usage. Job ids, model and job type names never hold a line break (the API and the
 configuration refuse them), so a line is always one field."""
@@ -16,7 +16,7 @@ from typing import Any
 
 from ..types import Outcome, Snapshot, Usage
 
-CLOSED_LINES = 22
+CLOSED_LINES = 23
 _STATE = struct.Struct(">26q")
 
 State = tuple[int, ...]
@@ -35,6 +35,7 @@ class ClosedLease:
     day_window: int
     estimate_tokens: int
     estimate_requests: int
+    expires_at_ms: int
     outcome: Outcome
     same_window: bool
     expired: bool
@@ -48,13 +49,14 @@ class ClosedLease:
     paused_until_ms: int = 0
     external_tokens: int = 0
     external_requests: int = 0
+    closed_at_ms: int = 0
 
     @classmethod
     def from_lines(cls, f: Sequence[str], at: int = 0) -> ClosedLease:
         """The record whose first line (the lease id) is f[at]: owner, model, job type, windows,
         estimates, expiry, job id, outcome, same window, expired, refunded, tracked, the usage as
-        reported (input, output, cached tokens, requests), then the pause and the external tokens and
-        requests charged."""
+        reported (input, output, cached tokens, requests), the pause and the external tokens and
+        requests charged, and when it closed."""
         est_t, est_r = int(f[at + 6]), int(f[at + 7])
         outcome = Outcome(int(f[at + 10]))
         actual = Usage(int(f[at + 18]), int(f[at + 15]), int(f[at + 16]), int(f[at + 17]))
@@ -75,6 +77,7 @@ class ClosedLease:
             day_window=int(f[at + 5]),
             estimate_tokens=est_t,
             estimate_requests=est_r,
+            expires_at_ms=int(f[at + 8]),
             job_id=f[at + 9],
             outcome=outcome,
             same_window=f[at + 11] == "1",
@@ -87,6 +90,7 @@ class ClosedLease:
             paused_until_ms=int(f[at + 19]),
             external_tokens=int(f[at + 20]),
             external_requests=int(f[at + 21]),
+            closed_at_ms=int(f[at + 22]),
         )
 
 

@@ -4,12 +4,17 @@ fixed window gives a whole fresh minute at each boundary."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import time
 
 import grpc
 
+from rllocal.bucket_replay import replay
+from rllocal.ledger_view import Ledger
 from rlproto import ratelimit_pb2 as pb
 
-from .harness import Harness
+from .harness import Harness, eventually
 
 ROLLING, FIXED = "model-rolling", "model-fixed"
 TPM, ESTIMATE = 120_000, 10_000
@@ -78,3 +83,60 @@ async def test_across_a_minute_boundary_rolling_grants_only_the_refill_and_fixed
     # The rolling bucket holds only what refilled since it was emptied.
     assert rolled <= (REFILL_PER_S * elapsed) // ESTIMATE
     assert rolled < TPM // ESTIMATE // 2 + 1
+
+
+CHURN_TTL_MS = 60_000
+CHURN_TPM, CHURN_RPM = 600_000, 90
+CHURN = {
+    "heartbeat_interval_ms": 300,
+    "stale_after_ms": 1200,
+    "models": {ROLLING: {"tokens_per_minute": CHURN_TPM, "requests_per_minute": CHURN_RPM}},
+    "job_types": {"job": {"max_wait_ms": {ROLLING: 300}}},
+}
+
+
+async def churn_client(harness: Harness, ports: list[int], rng: random.Random, until: float) -> None:
+    """Acquires and releases on the rolling model, on whichever instance is up, until `until`."""
+    while time.monotonic() < until:
+        port = rng.choice(ports)
+        try:
+            lease = await harness.acquire(port, "job", models=[ROLLING], timeout=5, lease_ttl_ms=CHURN_TTL_MS)
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+            continue
+        await asyncio.sleep(rng.uniform(0, 0.3))
+        roll = rng.random()
+        outcome = pb.FAILED_UNKNOWN_USAGE if roll < 0.1 else pb.SUCCESS
+        used = pb.Usage(request_count=1, input_tokens=int(ESTIMATE * rng.uniform(0.2, 1.3)))
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await harness.release(port, lease.lease_id, outcome, used)
+
+
+async def test_under_churn_the_ledger_lets_through_no_more_than_a_provider_bucket(harness: Harness) -> None:
+    """Three instances, one killed and one started under load: replayed from the ledger's own record
+    of every lease, a bucket with the same limits, started full, never had less than a grant took."""
+    ports = [harness.boot_instance(0, "rolling", CHURN).port for _ in range(3)]
+    live = list(ports)
+    # One lease the instance to be killed surely holds: its removal closes it at its estimate.
+    await harness.acquire(live[0], "job", models=[ROLLING], lease_ttl_ms=CHURN_TTL_MS)
+    rng = random.Random(7)
+    until = time.monotonic() + 10
+    clients = [
+        asyncio.ensure_future(churn_client(harness, live, random.Random(rng.random()), until)) for _ in range(24)
+    ]
+    await asyncio.sleep(3)
+    harness.kill_instance(live.pop(0))
+    live.append(harness.boot_instance(0, "rolling", CHURN).port)
+    await asyncio.gather(*clients)
+    ledger = Ledger(harness.redis())
+    await eventually(lambda: _true(not ledger.open_leases()), timeout=20, what="every lease closed")
+    leases = ledger.closed_leases(ROLLING)
+    # The buckets bound the run, not the clients: the token bucket's 60 jobs and then the requests.
+    assert len(leases) > 60
+    assert sum(lease.expired for lease in leases) > 0, "the killed instance held leases"
+    assert replay(leases, CHURN_TTL_MS, CHURN_TPM, 60_000, requests=False) == []
+    assert replay(leases, CHURN_TTL_MS, CHURN_RPM, 60_000, requests=True) == []
+
+
+async def _true(value: bool) -> bool:
+    return value

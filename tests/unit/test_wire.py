@@ -17,12 +17,13 @@ def closed_lines(
     refunded: str = "1",
     tracked: str = "1",
     provider: tuple[int, int, int] = (0, 0, 0),
+    closed_at: int = 6_000_100,
 ) -> list[str]:
     """A closed record: id, owner, model, job type, windows, estimates (1000 tokens, 1 request),
     expiry, job id, outcome, same, expired, refunded, tracked, input, output, cached, requests,
-    paused until, external tokens, external requests."""
+    paused until, external tokens, external requests, closed at."""
     body = ["A/l1", "A", "gpt", "small", "100", "2", "1000", "1", "6000000", "job-1"]
-    return [*body, str(outcome), same, "0", refunded, tracked, *(str(v) for v in (*actual, *provider))]
+    return [*body, str(outcome), same, "0", refunded, tracked, *(str(v) for v in (*actual, *provider, closed_at))]
 
 
 def test_a_release_below_the_estimate_is_refunded() -> None:
@@ -65,6 +66,7 @@ def test_a_rate_limited_release_refunds_its_estimate_and_carries_the_providers_w
     assert closed.outcome is Outcome.RATE_LIMITED
     assert (closed.refunded_tokens, closed.refunded_requests) == (1000, 1)
     assert (closed.paused_until_ms, closed.external_tokens, closed.external_requests) == (1_795_000_020_000, 3000, 2)
+    assert closed.closed_at_ms == 6_000_100
 
 
 def test_unknown_usage_settles_the_estimate() -> None:

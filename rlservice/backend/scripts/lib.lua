@@ -233,8 +233,9 @@ end
 -- minute and day windows, estimated tokens and requests, expiry, job id. An open lease has no TTL of
 -- its own, since its entry in its owner's expiry index always closes it. Closed: 'c', the body, then
 -- outcome, same window, expired, refunded, tracked (flags 0/1), the actual usage as reported:
--- input, output, cached tokens, requests, and the provider's word: the pause the model is under (0
--- for none) and the external tokens and requests the release charged. It is kept a while and answers later Releases; wire.py
+-- input, output, cached tokens, requests, the provider's word: the pause the model is under (0
+-- for none) and the external tokens and requests the release charged, and when it closed (Redis
+-- ms): with the expiry, the record from which a lease's whole life can be replayed. It is kept a while and answers later Releases; wire.py
 -- reads the same lines.
 local OPEN = '^o\n(([^\n]*)\n([^\n]*)\n[^\n]*\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*))$'
 local WIN_TEXT  -- the two windows as a lease record holds them, made once a call when needed
@@ -356,7 +357,7 @@ local function close_lease(rec, outcome, in_t, out_t, cached_t, req, expired, fe
   end
   local closed = rec.body .. '\n' .. outcome .. (same and '\n1\n' or '\n0\n') .. (expired and '1\n' or '0\n')
     .. (refunded and '1\n' or '0\n') .. (tracked and '1\n' or '0\n') .. in_t .. '\n' .. out_t .. '\n' .. cached_t
-    .. '\n' .. req .. '\n' .. fb
+    .. '\n' .. req .. '\n' .. fb .. '\n' .. NOW
   redis.call('SET', lkey(rec.id), 'c\n' .. closed, 'PX', CLOSED_TTL)
   redis.call('ZREM', xkey(rec.i), rec.id)
   -- While a lease is open its job id points to it alone.
@@ -369,7 +370,7 @@ end
 local function bump() return redis.call('INCR', K_SEQ) end
 
 -- Events are text, one field a line: origin, kind, seq, owner ('-' for none), the states' models (a
--- count, then one a line), the closed leases (a count, then 22 lines each: the id and the closed
+-- count, then one a line), the closed leases (a count, then 23 lines each: the id and the closed
 -- record) and the instances gone (a count, then one a line); after the last line's break, the
 -- states, packed, in the models' order. The origin is the instance whose call caused the event ('-'
 -- for none): it can skip the event unread, having the same news in its reply.
