@@ -316,8 +316,8 @@ def metric_calls_us(pairs: int = 100_000) -> float:
     process: steadier than the end-to-end comparison on a shared machine."""
     metrics = PrometheusMetrics(CollectorRegistry())
     closed = ClosedLease(
-        "bench/1", "bench", "bench-model", "small", "job", 1, 1, 100, 1, Outcome.SUCCESS, True, False, 30, 0, 0, 0,
-        Usage(1, 40, 30, 0),
+        "bench/1", "bench", "bench-model", "small", "job", 1, 1, 100, 1, 0, Outcome.SUCCESS, True, False, 30, 0, 0,
+        0, Usage(1, 40, 30, 0),
     )  # fmt: skip
     started = time.process_time()
     for _ in range(pairs):
