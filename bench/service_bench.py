@@ -11,9 +11,10 @@ fixed concurrency, bounded in time; then again with one call at a time for unloa
     python bench/service_bench.py --scaling 1,2,3   # 1, 2 and 3 instances against one Redis
 
 Redis runs scripts on one thread and every instance shares it, so Redis CPU per RPC sets the ceiling
-of a whole deployment: both modes print it. With --metrics a second instance, with Prometheus
-metrics on (under its own key prefix, so each instance is alone), is measured in the same rounds
-and compared with the first.
+of a whole deployment: both modes print it. A second instance whose model has rolling windows (under
+its own key prefix, so each instance is alone) is measured in the same rounds, and its Redis CPU per
+RPC compared with the fixed-window one's. With --metrics a third instance, with Prometheus metrics
+on, is measured the same way and compared with the first.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ BENCH_CONFIG: dict[str, Any] = {
     "lease_ttl_ms": 3_600_000,
 }
 TARGET_RATIO = 0.80
+# Redis CPU per RPC of a rolling model against a fixed one, in the same run.
+TARGET_ROLLING = 1.10
 # Redis CPU per RPC at 32-48 calls in flight.
 TARGET_REDIS_US = 30.0
 
@@ -302,12 +305,13 @@ def start_bare(redis_url: str) -> tuple[mp.process.BaseProcess, int]:
 
 
 def start_service(
-    redis_url: str, work: Path, extra: tuple[str, ...] = (), n: int = 0
+    redis_url: str, work: Path, extra: tuple[str, ...] = (), n: int = 0, window: str = "fixed"
 ) -> tuple[subprocess.Popen[str], int]:
-    config = work / "bench.yaml"
-    config.write_text(yaml.safe_dump(BENCH_CONFIG))
+    config = work / f"bench-{window}.yaml"
+    models = {name: {**model, "window": window} for name, model in BENCH_CONFIG["models"].items()}
+    config.write_text(yaml.safe_dump({**BENCH_CONFIG, "models": models}))
     args = ["--port", "0", "--config", str(config), "--redis-url", redis_url, *extra]
-    log = work / f"rlservice-{n}-{len(extra)}.log"
+    log = work / f"rlservice-{n}-{window}-{len(extra)}.log"
     return spawn_module("rlservice", args, log, 30, env={"RL_LOG_LEVEL": "WARNING"})
 
 
@@ -343,6 +347,20 @@ def report_metrics(args: argparse.Namespace, service: list[Measured], metered: l
     calls = metric_calls_us()
     share = calls / best_off.server_cpu_us
     print(f"metric calls per RPC, in process: {calls:.1f} µs CPU = {share:.1%} of the server's CPU per RPC")
+
+
+def report_rolling(service: list[Measured], rolling: list[Measured]) -> None:
+    print("\nRedis CPU per RPC (µs), fixed and rolling windows, measured in the same rounds")
+    for n, (fixed, roll) in enumerate(zip(service, rolling, strict=True)):
+        print(f"  round {n + 1}: fixed {fixed.redis_cpu_us:.1f}, rolling {roll.redis_cpu_us:.1f}")
+    fixed_us = statistics.median(m.redis_cpu_us for m in service)
+    rolling_us = statistics.median(m.redis_cpu_us for m in rolling)
+    ratio = rolling_us / fixed_us
+    verdict = "meets" if ratio <= TARGET_ROLLING else "is above"
+    print(
+        f"rolling / fixed, medians: {rolling_us:.1f} / {fixed_us:.1f} µs = {ratio:.1%} "
+        f"({verdict} the {TARGET_ROLLING:.0%} bound)"
+    )
 
 
 def report(args: argparse.Namespace, bare: list[Measured], service: list[Measured]) -> None:
@@ -424,6 +442,7 @@ def main() -> int:
         return 0
     bare_runs: list[Measured] = []
     service_runs: list[Measured] = []
+    rolling_runs: list[Measured] = []
     metered_runs: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="rl-bench-") as tmp:
         redis_server = RedisServer(Path(tmp))
@@ -431,10 +450,14 @@ def main() -> int:
         assert redis_server.proc is not None
         bare: mp.process.BaseProcess | None = None
         service: subprocess.Popen[str] | None = None
+        rolling: subprocess.Popen[str] | None = None
         metered: subprocess.Popen[str] | None = None
         try:
             bare, bare_port = start_bare(redis_server.url)
             service, service_port = start_service(redis_server.url, Path(tmp))
+            rolling, rolling_port = start_service(
+                redis_server.url, Path(tmp), ("--key-prefix", "rolling"), window="rolling"
+            )
             if args.metrics:
                 metered, metered_port = start_service(
                     redis_server.url, Path(tmp), ("--metrics-port", "0", "--key-prefix", "metered")
@@ -445,13 +468,17 @@ def main() -> int:
                 service_runs.append(
                     measure(args, "service", f"{HOST}:{service_port}", service.pid, redis_server, f"s{n}")
                 )
+                rolling_runs.append(
+                    measure(args, "service", f"{HOST}:{rolling_port}", rolling.pid, redis_server, f"r{n}")
+                )
                 if metered is not None:
                     metered_runs.append(
                         measure(args, "service", f"{HOST}:{metered_port}", metered.pid, redis_server, f"m{n}")
                     )
         finally:
-            if metered is not None:
-                stop_process(metered)
+            for extra in (metered, rolling):
+                if extra is not None:
+                    stop_process(extra)
             if bare is not None:
                 bare.kill()
                 bare.join()
@@ -459,6 +486,7 @@ def main() -> int:
                 stop_process(service)
             redis_server.stop()
     report(args, bare_runs, service_runs)
+    report_rolling(service_runs, rolling_runs)
     if metered_runs:
         report_metrics(args, service_runs, metered_runs)
     return 0

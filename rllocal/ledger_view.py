@@ -48,8 +48,9 @@ class Ledger:
     def in_flight_counts(self, model: str) -> dict[str, int]:
         """In flight on a model: in total ('_') and per instance."""
         fields = {_text(k): _text(v) for k, v in self._r.hgetall(self._key("model", model)).items()}
-        # The model's hash also holds its limits and which instances have waiters ('w', 'w:I').
-        others = ("tpm", "rpm", "tpd", "rpd", "conc", "w")
+        # The model's hash also holds its limits, its window mode, a provider's pause and which
+        # instances have waiters ('w', 'w:I').
+        others = ("tpm", "rpm", "tpd", "rpd", "conc", "roll", "pu", "w")
         return {k: int(v) for k, v in fields.items() if k not in others and not k.startswith("w:")}
 
     def in_flight(self, model: str) -> tuple[int, int]:
