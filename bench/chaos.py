@@ -7,6 +7,9 @@ It checks, and exits non-zero when one fails:
   that view is a lower bound of the ledger's, so that a breach in it is a real one);
 - from the ledger, read straight from Redis several times a second, the same for the current and the
   previous minute window, the day window and the in-flight totals;
+- for the model with rolling windows, at the end: that a provider's bucket with the same limits,
+  started full and replayed from the ledger's own record of every lease (rllocal/bucket_replay.py),
+  always held what each grant took;
 - at the end, once every lease's TTL and every dead instance's staleness has run out: in-flight back
   to 0, no open lease left, only the three live instances registered;
 - that every error the clients got is one the contract names for what happened (RESOURCE_EXHAUSTED,
@@ -38,6 +41,7 @@ import uvloop
 import yaml
 from chaos_accounting import DIMENSIONS, ClientView
 
+from rllocal.bucket_replay import Breach, replay
 from rllocal.ledger_view import DAY_MS, MINUTE_MS, Ledger, LedgerView
 from rllocal.processes import RedisServer, poll_until, spawn_module, stop_processes
 from rlproto import ratelimit_pb2 as pb
@@ -53,26 +57,31 @@ ALLOWED_CODES = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "NOT_FOUND", "DEADLINE_EXC
 
 # Tight limits, so that windows fill up and every check runs against a limit that binds: the first
 # model's minute windows fill in seconds, the second's day window within about two minutes, and the
-# third caps concurrency; jobs wait a little, then escalate.
+# third caps concurrency; the rolling model's buckets empty in seconds and then refill continuously;
+# jobs wait a little, then escalate.
 CONFIG: dict[str, Any] = {
     "models": {
         "tight-tpm": {"tokens_per_minute": 400_000, "requests_per_minute": 300},
+        "rolling": {"tokens_per_minute": 200_000, "requests_per_minute": 150, "window": "rolling"},
         "tight-rpm": {"requests_per_minute": 240, "tokens_per_day": 2_000_000},
         "concurrent": {"max_concurrent_requests": 8},
     },
-    "escalation_order": ["tight-tpm", "tight-rpm", "concurrent"],
+    "escalation_order": ["tight-tpm", "rolling", "tight-rpm", "concurrent"],
     "job_types": {
         "small": {
             "estimated_tokens": 2000,
-            "max_wait_ms": {"tight-tpm": 300, "tight-rpm": 300, "concurrent": 1000},
+            "max_wait_ms": {"tight-tpm": 300, "rolling": 300, "tight-rpm": 300, "concurrent": 1000},
         },
         "large": {
             "estimated_tokens": 12000,
             "estimated_requests": 2,
             "ratio": {"initial": 0.3, "flexible": False},
-            "max_wait_ms": {"tight-tpm": 500, "tight-rpm": 0, "concurrent": 1000},
+            "max_wait_ms": {"tight-tpm": 500, "rolling": 500, "tight-rpm": 0, "concurrent": 1000},
         },
-        "chat": {"estimated_tokens": 4000, "max_wait_ms": {"tight-tpm": 0, "tight-rpm": 200, "concurrent": 500}},
+        "chat": {
+            "estimated_tokens": 4000,
+            "max_wait_ms": {"tight-tpm": 0, "rolling": 200, "tight-rpm": 200, "concurrent": 500},
+        },
     },
     # Idle instances lend their share: the global check alone then holds the limit.
     "lend_idle_capacity": True,
@@ -133,13 +142,28 @@ def limit_of(model: str, dim: str) -> int:
     return int(CONFIG["models"][model].get(dim, 0))
 
 
+# Models counted in fixed windows; the rolling one has no windows to check and is replayed instead.
+FIXED = [name for name, model in CONFIG["models"].items() if model.get("window") != "rolling"]
+ROLLING = [name for name in CONFIG["models"] if name not in FIXED]
+
+
+def rolling_breaches(ledger: Ledger) -> dict[str, tuple[int, list[Breach]]]:
+    """Per rolling model and dimension: the leases replayed, and the grants above the bucket."""
+    out = {}
+    for model in ROLLING:
+        leases = ledger.closed_leases(model)
+        for dim, requests in (("tokens_per_minute", False), ("requests_per_minute", True)):
+            out[f"{model} {dim}"] = (len(leases), replay(leases, TTL_MS, limit_of(model, dim), MINUTE_MS, requests))
+    return out
+
+
 def sample_ledger(ledger: Ledger, watch: LedgerWatch) -> None:
     now = ledger.now_ms()
     minute, day = now // MINUTE_MS, now // DAY_MS
     for model in CONFIG["models"]:
         for dim, (kind, part) in DIMENSIONS.items():
             limit = limit_of(model, dim)
-            if not limit:
+            if not limit or model not in FIXED:
                 continue
             windows = (minute - 1, minute) if kind == "m" else (day,)
             for window in windows:
@@ -350,7 +374,7 @@ async def run(args: argparse.Namespace, redis: RedisServer, instances: list[Supe
     stop_watch.set()
     await asyncio.gather(watcher, stalls)
     end = ledger.view()
-    return report(args, view, watch, chaos, end, clean, load_s, settle_s)
+    return report(args, view, watch, chaos, end, clean, load_s, settle_s, rolling_breaches(ledger))
 
 
 def spans(times: list[float], gap: float = 1.0) -> str:
@@ -380,6 +404,7 @@ def report(
     clean: bool,
     load_s: float,
     settle_s: float,
+    replayed: dict[str, tuple[int, list[Breach]]],
 ) -> int:
     failures: list[str] = []
     began = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() - (time.monotonic() - chaos.wall_started)))
@@ -404,7 +429,7 @@ def report(
     for model in CONFIG["models"]:
         for dim, (kind, part) in DIMENSIONS.items():
             limit = limit_of(model, dim)
-            if not limit:
+            if not limit or model not in FIXED:
                 continue
             highest = max((p[part] for (m, k, _), p in peaks.items() if m == model and k == kind), default=0)
             windows = sum(1 for (m, k, _) in peaks if m == model and k == kind)
@@ -422,6 +447,10 @@ def report(
         limit = limit_of(model, "max_concurrent_requests" if dim.startswith("in_flight") else dim)
         print(f"{model:11s} {dim:22s} {value:9d} / {limit:9d}")
     failures += [f"ledger: {b}" for b in watch.breaches]
+    print("\n## rolling windows: a provider's bucket replayed from the ledger's lease records")
+    for what, (leases, breaches) in replayed.items():
+        print(f"{what}: {leases} leases replayed, {len(breaches)} grant(s) above what the bucket held")
+        failures += [f"{what}: lease {b.lease_id} took {b.asked} at {b.at_ms} with {b.held:.0f} held" for b in breaches]
     print(f"\n## at the end (settled after {settle_s:.1f} s)")
     print(f"instances: {len(end.instances)}; in flight: {end.in_flight} (per instance, added up: ")
     print(f"{end.in_flight_by_instance}); open leases: {len(end.open_leases)}")

@@ -52,8 +52,10 @@ def watch(harness: Harness, port: int, min_interval_ms: int = 50, instance_id: s
 
 async def test_a_watcher_sees_a_release_on_another_instance_within_a_second(harness: Harness) -> None:
     await harness.within_one_window(seconds=15)
-    a = harness.boot_instance(0, "default")
-    b = harness.boot_instance(0, "default")
+    # A fixed window, so that A's pool after the release is one exact number (a rolling bucket refills).
+    fixed = {"models": {MODEL: {"window": "fixed"}}}
+    a = harness.boot_instance(0, "default", fixed)
+    b = harness.boot_instance(0, "default", fixed)
     await eventually(lambda: _counts(harness, a.port, 2), what="A to count two instances")
     watcher = watch(harness, a.port)
     try:

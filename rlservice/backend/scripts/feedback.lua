@@ -9,7 +9,8 @@
 -- exceeds the tolerance; 0 otherwise. A provider that says more is left changes nothing.
 local function gone(limit, committed, remaining, tolerance)
   if limit <= 0 or remaining == '' then return 0 end
-  local gap = limit - committed - tonumber(remaining)
+  -- Whole tokens: a rolling bucket's level is fractional.
+  local gap = math.floor(limit - committed - tonumber(remaining))
   if gap > tonumber(tolerance) then return gap end
   return 0
 end
