@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ bench-security: install
 # The service bench with a second instance that has metrics on, measured in the same rounds.
 bench-metrics: install
 	$(PY) bench/service_bench.py --metrics
+
+# Not part of `make test`: workers against rlprovider with and without the limiter, N = 1, 2, 4,
+# about 12 minutes (docs/performance.md). Shorter: make bench-provider PROVIDER_ARGS="--instances 1 --seconds 120"
+bench-provider: install
+	$(PY) bench/provider_bench.py $(PROVIDER_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/node/node_modules
