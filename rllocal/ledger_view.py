@@ -48,8 +48,8 @@ class Ledger:
     def in_flight_counts(self, model: str) -> dict[str, int]:
         """In flight on a model: in total ('_') and per instance."""
         fields = {_text(k): _text(v) for k, v in self._r.hgetall(self._key("model", model)).items()}
-        # The model's hash also holds its limits, its window mode, a provider's pause and which
-        # instances have waiters ('w', 'w:I').
+        # The model's hash also holds its limits, its window mode (with its input and output token
+        # limits), a provider's pause and which instances have waiters ('w', 'w:I').
         others = ("tpm", "rpm", "tpd", "rpd", "conc", "roll", "pu", "w")
         return {k: int(v) for k, v in fields.items() if k not in others and not k.startswith("w:")}
 
@@ -61,11 +61,12 @@ class Ledger:
 
     def open_leases(self) -> list[str]:
         """Leases not closed yet (a closed one is kept a while to answer a repeated Release): an open
-        lease's record starts with the line `o`."""
+        lease's record starts with the line `o` (`k` on a model that limits input or output tokens
+        apart)."""
         out = []
         for key in self._r.scan_iter(match=self._key("lease", "*"), count=1000):
             record = cast(bytes | None, self._r.get(key))
-            if record is not None and record.startswith(b"o\n"):
+            if record is not None and record.startswith((b"o\n", b"k\n")):
                 out.append(_text(key).split(":lease:", 1)[1])
         return out
 
@@ -86,6 +87,13 @@ class Ledger:
         values = self._r.hmget(self._key("w", model, kind, str(window)), ["st", "ot", "sr", "or"])
         st, ot, sr, open_r = (int(v or 0) for v in values)
         return st + ot, sr + open_r
+
+    def committed_kinds(self, model: str, window: int) -> tuple[int, int]:
+        """(input, output) tokens committed in one minute window of a model that limits them apart,
+        settled and open."""
+        values = self._r.hmget(self._key("w", model, "m", str(window)), ["si", "oi", "so", "oo"])
+        si, oi, so, oo = (int(v or 0) for v in values)
+        return si + oi, so + oo
 
     def now_ms(self) -> int:
         secs, micros = self._r.time()

@@ -414,6 +414,8 @@ class Pool(_message.Message):
     PAUSED_UNTIL_MS_FIELD_NUMBER: _builtins.int
     EXTERNAL_TOKENS_FIELD_NUMBER: _builtins.int
     EXTERNAL_REQUESTS_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_PER_MINUTE_FIELD_NUMBER: _builtins.int
     total_slots: _builtins.int
     tokens_per_minute: _builtins.int
     requests_per_minute: _builtins.int
@@ -425,6 +427,9 @@ class Pool(_message.Message):
     external_tokens: _builtins.int
     """Usage the provider reported that the ledger never saw, charged to the current window."""
     external_requests: _builtins.int
+    input_tokens_per_minute: _builtins.int
+    """For models that limit input and output tokens apart (Anthropic's ITPM, OTPM)."""
+    output_tokens_per_minute: _builtins.int
     def __init__(
         self,
         *,
@@ -437,13 +442,19 @@ class Pool(_message.Message):
         paused_until_ms: _builtins.int = ...,
         external_tokens: _builtins.int = ...,
         external_requests: _builtins.int = ...,
+        input_tokens_per_minute: _builtins.int | None = ...,
+        output_tokens_per_minute: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "max_concurrent", b"max_concurrent", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute", "_max_concurrent", b"_max_concurrent", "_output_tokens_per_minute", b"_output_tokens_per_minute", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "input_tokens_per_minute", b"input_tokens_per_minute", "max_concurrent", b"max_concurrent", "output_tokens_per_minute", b"output_tokens_per_minute", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "external_requests", b"external_requests", "external_tokens", b"external_tokens", "max_concurrent", b"max_concurrent", "paused_until_ms", b"paused_until_ms", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute", "total_slots", b"total_slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute", "_max_concurrent", b"_max_concurrent", "_output_tokens_per_minute", b"_output_tokens_per_minute", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "external_requests", b"external_requests", "external_tokens", b"external_tokens", "input_tokens_per_minute", b"input_tokens_per_minute", "max_concurrent", b"max_concurrent", "output_tokens_per_minute", b"output_tokens_per_minute", "paused_until_ms", b"paused_until_ms", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute", "total_slots", b"total_slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__input_tokens_per_minute: _TypeAlias = _typing.Literal["input_tokens_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__input_tokens_per_minute: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute"]  # noqa: Y015
     _WhichOneofReturnType__max_concurrent: _TypeAlias = _typing.Literal["max_concurrent"]  # noqa: Y015
     _WhichOneofArgType__max_concurrent: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent"]  # noqa: Y015
+    _WhichOneofReturnType__output_tokens_per_minute: _TypeAlias = _typing.Literal["output_tokens_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__output_tokens_per_minute: _TypeAlias = _typing.Literal["_output_tokens_per_minute", b"_output_tokens_per_minute"]  # noqa: Y015
     _WhichOneofReturnType__requests_per_day: _TypeAlias = _typing.Literal["requests_per_day"]  # noqa: Y015
     _WhichOneofArgType__requests_per_day: _TypeAlias = _typing.Literal["_requests_per_day", b"_requests_per_day"]  # noqa: Y015
     _WhichOneofReturnType__requests_per_minute: _TypeAlias = _typing.Literal["requests_per_minute"]  # noqa: Y015
@@ -453,7 +464,11 @@ class Pool(_message.Message):
     _WhichOneofReturnType__tokens_per_minute: _TypeAlias = _typing.Literal["tokens_per_minute"]  # noqa: Y015
     _WhichOneofArgType__tokens_per_minute: _TypeAlias = _typing.Literal["_tokens_per_minute", b"_tokens_per_minute"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_tokens_per_minute) -> _WhichOneofReturnType__input_tokens_per_minute | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent) -> _WhichOneofReturnType__max_concurrent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_tokens_per_minute) -> _WhichOneofReturnType__output_tokens_per_minute | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_per_day) -> _WhichOneofReturnType__requests_per_day | None: ...
     @_typing.overload
@@ -476,11 +491,15 @@ class Limits(_message.Message):
     TOKENS_PER_DAY_FIELD_NUMBER: _builtins.int
     REQUESTS_PER_DAY_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_PER_MINUTE_FIELD_NUMBER: _builtins.int
     tokens_per_minute: _builtins.int
     requests_per_minute: _builtins.int
     tokens_per_day: _builtins.int
     requests_per_day: _builtins.int
     max_concurrent_requests: _builtins.int
+    input_tokens_per_minute: _builtins.int
+    output_tokens_per_minute: _builtins.int
     def __init__(
         self,
         *,
@@ -489,13 +508,19 @@ class Limits(_message.Message):
         tokens_per_day: _builtins.int | None = ...,
         requests_per_day: _builtins.int | None = ...,
         max_concurrent_requests: _builtins.int | None = ...,
+        input_tokens_per_minute: _builtins.int | None = ...,
+        output_tokens_per_minute: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "max_concurrent_requests", b"max_concurrent_requests", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute", "_max_concurrent_requests", b"_max_concurrent_requests", "_output_tokens_per_minute", b"_output_tokens_per_minute", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "input_tokens_per_minute", b"input_tokens_per_minute", "max_concurrent_requests", b"max_concurrent_requests", "output_tokens_per_minute", b"output_tokens_per_minute", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "max_concurrent_requests", b"max_concurrent_requests", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute", "_max_concurrent_requests", b"_max_concurrent_requests", "_output_tokens_per_minute", b"_output_tokens_per_minute", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "input_tokens_per_minute", b"input_tokens_per_minute", "max_concurrent_requests", b"max_concurrent_requests", "output_tokens_per_minute", b"output_tokens_per_minute", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__input_tokens_per_minute: _TypeAlias = _typing.Literal["input_tokens_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__input_tokens_per_minute: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute"]  # noqa: Y015
     _WhichOneofReturnType__max_concurrent_requests: _TypeAlias = _typing.Literal["max_concurrent_requests"]  # noqa: Y015
     _WhichOneofArgType__max_concurrent_requests: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests"]  # noqa: Y015
+    _WhichOneofReturnType__output_tokens_per_minute: _TypeAlias = _typing.Literal["output_tokens_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__output_tokens_per_minute: _TypeAlias = _typing.Literal["_output_tokens_per_minute", b"_output_tokens_per_minute"]  # noqa: Y015
     _WhichOneofReturnType__requests_per_day: _TypeAlias = _typing.Literal["requests_per_day"]  # noqa: Y015
     _WhichOneofArgType__requests_per_day: _TypeAlias = _typing.Literal["_requests_per_day", b"_requests_per_day"]  # noqa: Y015
     _WhichOneofReturnType__requests_per_minute: _TypeAlias = _typing.Literal["requests_per_minute"]  # noqa: Y015
@@ -505,7 +530,11 @@ class Limits(_message.Message):
     _WhichOneofReturnType__tokens_per_minute: _TypeAlias = _typing.Literal["tokens_per_minute"]  # noqa: Y015
     _WhichOneofArgType__tokens_per_minute: _TypeAlias = _typing.Literal["_tokens_per_minute", b"_tokens_per_minute"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_tokens_per_minute) -> _WhichOneofReturnType__input_tokens_per_minute | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent_requests) -> _WhichOneofReturnType__max_concurrent_requests | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_tokens_per_minute) -> _WhichOneofReturnType__output_tokens_per_minute | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_per_day) -> _WhichOneofReturnType__requests_per_day | None: ...
     @_typing.overload

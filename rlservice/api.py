@@ -19,7 +19,7 @@ from .errors import InvalidArgument, NotFound, ServiceError
 from .limiter import Limiter
 from .metrics import NO_METRICS, ServiceMetrics
 from .results import AllocationReport, Grant, ReleaseResult
-from .types import Outcome, ProviderFeedback, Usage
+from .types import RATE_DIMS, Outcome, ProviderFeedback, Usage
 
 log = logging.getLogger(__name__)
 
@@ -53,28 +53,24 @@ def _slots(n: int) -> int:
     return min(n, INT32_MAX)
 
 
+def _rates(p: Pool) -> dict[str, int | None]:
+    """The pool's rate dimensions by their field names in Pool and Limits (unset: not limited)."""
+    return dict(zip(RATE_DIMS, p.rates, strict=True))
+
+
 def _pool(p: Pool) -> pb.Pool:
     return pb.Pool(
         total_slots=_slots(p.total_slots),
-        tokens_per_minute=p.rates[0],
-        requests_per_minute=p.rates[1],
-        tokens_per_day=p.rates[2],
-        requests_per_day=p.rates[3],
         max_concurrent=p.max_concurrent,
         paused_until_ms=p.paused_until_ms,
         external_tokens=p.external[0],
         external_requests=p.external[1],
+        **_rates(p),
     )
 
 
 def _limits(p: Pool) -> pb.Limits:
-    return pb.Limits(
-        tokens_per_minute=p.rates[0],
-        requests_per_minute=p.rates[1],
-        tokens_per_day=p.rates[2],
-        requests_per_day=p.rates[3],
-        max_concurrent_requests=p.max_concurrent,
-    )
+    return pb.Limits(max_concurrent_requests=p.max_concurrent, **_rates(p))
 
 
 def _usage(u: pb.Usage) -> Usage:

@@ -95,12 +95,10 @@ class Instance:
         # Without metrics the ledger times nothing.
         observe = self._prometheus.redis_call if self._prometheus is not None else None
         settings = opts.settings
-        tolerance_tokens, tolerance_requests = settings.feedback_tolerance()
         feedback = FeedbackPolicy(
             settings.provider_feedback.max_pause_ms,
             settings.provider_feedback.default_pause_ms,
-            tolerance_tokens,
-            tolerance_requests,
+            settings.feedback_tolerance(),
         )
         ledger = Ledger(self._redis, opts.key_prefix, instance_id, settings.stale_after_ms, observe, feedback)
         self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))

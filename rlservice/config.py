@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from .types import RATE_DIMS, Estimate
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -42,27 +44,28 @@ class ModelConfig(_Strict):
     requests_per_minute: PositiveInt | None = None
     tokens_per_day: PositiveInt | None = None
     requests_per_day: PositiveInt | None = None
+    # Anthropic's ITPM and OTPM (SPEC §12): input and output tokens limited apart.
+    input_tokens_per_minute: PositiveInt | None = None
+    output_tokens_per_minute: PositiveInt | None = None
     max_concurrent_requests: PositiveInt | None = None
+    # Anthropic does not count cache reads towards ITPM.
+    cached_tokens_count_as_input: bool = True
     pricing: Pricing = Pricing()
     # fixed: minute and UTC-day windows; rolling: buckets refilled continuously (SPEC §12).
     window: Literal["fixed", "rolling"] = "fixed"
 
     @model_validator(mode="after")
     def _at_least_one_limit(self) -> Self:
-        if not any(
-            (
-                self.tokens_per_minute,
-                self.requests_per_minute,
-                self.tokens_per_day,
-                self.requests_per_day,
-                self.max_concurrent_requests,
-            )
-        ):
+        if not any((*self.rates(), self.max_concurrent_requests)):
             raise ValueError(
-                "a model needs at least one limit: tokens_per_minute, requests_per_minute, "
-                "tokens_per_day, requests_per_day or max_concurrent_requests"
+                "a model needs at least one limit: tokens_per_minute, requests_per_minute, tokens_per_day, "
+                "requests_per_day, input_tokens_per_minute, output_tokens_per_minute or max_concurrent_requests"
             )
         return self
+
+    def rates(self) -> tuple[int | None, ...]:
+        """The rate limits in RATE_DIMS order."""
+        return tuple(getattr(self, name) for name in RATE_DIMS)
 
 
 class RatioConfig(_Strict):
@@ -71,11 +74,45 @@ class RatioConfig(_Strict):
 
 
 class JobTypeConfig(_Strict):
+    # The parts come first: estimated_tokens is checked against them.
+    estimated_input_tokens: NonNegativeInt | None = None
+    estimated_output_tokens: NonNegativeInt | None = None
+    # Input + output + cached; when unset, the sum of the two parts.
     estimated_tokens: NonNegativeInt
     estimated_requests: NonNegativeInt = 1
     estimated_memory_kb: PositiveInt | None = None
     ratio: RatioConfig = RatioConfig()
     max_wait_ms: dict[str, NonNegativeInt] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokens_from_parts(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "estimated_tokens" in data:
+            return data
+        parts = (data.get("estimated_input_tokens"), data.get("estimated_output_tokens"))
+        # Anything but two whole numbers is left to the fields' own checks.
+        if all(type(p) is int for p in parts):
+            return {**data, "estimated_tokens": sum(parts)}
+        return data
+
+    @field_validator("estimated_tokens")
+    @classmethod
+    def _tokens_are_the_parts(cls, tokens: int, info: ValidationInfo) -> int:
+        parts = (info.data.get("estimated_input_tokens"), info.data.get("estimated_output_tokens"))
+        if parts[0] is not None and parts[1] is not None and tokens != parts[0] + parts[1]:
+            raise ValueError(
+                f"{tokens} is not estimated_input_tokens + estimated_output_tokens ({parts[0]} + {parts[1]}); "
+                "give the same total, or leave estimated_tokens out"
+            )
+        return tokens
+
+    def estimate(self) -> Estimate:
+        return Estimate(
+            self.estimated_tokens,
+            self.estimated_requests,
+            self.estimated_input_tokens or 0,
+            self.estimated_output_tokens or 0,
+        )
 
 
 class RatioAdjustment(_Strict):
@@ -158,6 +195,7 @@ class Settings(_Strict):
             for model in jt.max_wait_ms:
                 if model not in self.models:
                     raise ValueError(f"job_types.{jt_name}.max_wait_ms: unknown model {model!r}")
+        self._part_estimates_given()
         if self.stale_after_ms <= self.heartbeat_interval_ms:
             raise ValueError("stale_after_ms must be longer than heartbeat_interval_ms")
         given = sum(jt.ratio.initial or 0.0 for jt in self.job_types.values())
@@ -167,6 +205,22 @@ class Settings(_Strict):
             if ratio <= 0:
                 raise ValueError(f"job_types.{name}.ratio.initial: ends up 0 (the other types take the whole pool)")
         return self
+
+    def _part_estimates_given(self) -> None:
+        """A model that limits input or output tokens apart needs every job type's estimate of both
+        parts: its slots average them, and a job without one would be admitted without counting it."""
+        needing = next(
+            (name for name, m in self.models.items() if m.input_tokens_per_minute or m.output_tokens_per_minute), None
+        )
+        if needing is None:
+            return
+        for jt_name, jt in self.job_types.items():
+            for part in ("estimated_input_tokens", "estimated_output_tokens"):
+                if getattr(jt, part) is None:
+                    raise ValueError(
+                        f"job_types.{jt_name}.{part}: required, since model {needing!r} limits input and output "
+                        "tokens apart"
+                    )
 
     def initial_ratios(self) -> dict[str, float]:
         """Given ratios; types without one share the rest equally.
@@ -194,20 +248,26 @@ class Settings(_Strict):
     def model_order(self) -> list[str]:
         return list(self.escalation_order) if self.escalation_order else list(self.models)
 
-    def feedback_tolerance(self) -> tuple[int, int]:
-        """Tokens and requests by which the provider's remaining may fall below the ledger's."""
-        tokens = self.provider_feedback.tolerance_tokens
-        if tokens is None:
-            tokens = max(jt.estimated_tokens for jt in self.job_types.values())
-        return tokens, 1
+    def feedback_tolerance(self) -> tuple[int, int, int, int]:
+        """Per kind (KINDS), how far the provider's remaining may fall below the ledger's: the given
+        tolerance for every kind of tokens, else the largest estimate of the kind; 1 request."""
+        given = self.provider_feedback.tolerance_tokens
+        largest = [max(kind) for kind in self._estimates_by_kind()]
+        tokens, _, input_tokens, output_tokens = largest if given is None else [given] * len(largest)
+        return tokens, 1, input_tokens, output_tokens
 
-    def average_estimates(self) -> tuple[Fraction, Fraction]:
-        """Exact averages of estimated tokens and requests over all job types (SPEC §5), as fractions
-        so that a pool that is a multiple of the average gives a whole number of slots."""
+    def average_estimates(self) -> tuple[Fraction, Fraction, Fraction, Fraction]:
+        """Exact averages per kind (KINDS) of the estimates over all job types (SPEC §5), as fractions
+        so that a pool that is a multiple of the average gives a whole number of slots. A part a job
+        type does not estimate counts as 0: only models that limit it use it, and those need every
+        job type to give it."""
         n = len(self.job_types)
-        tokens = Fraction(sum(jt.estimated_tokens for jt in self.job_types.values()), n)
-        requests = Fraction(sum(jt.estimated_requests for jt in self.job_types.values()), n)
-        return tokens, requests
+        tokens, requests, input_tokens, output_tokens = (Fraction(sum(kind), n) for kind in self._estimates_by_kind())
+        return tokens, requests, input_tokens, output_tokens
+
+    def _estimates_by_kind(self) -> list[tuple[int, ...]]:
+        """Per kind (KINDS), every job type's estimate."""
+        return list(zip(*(jt.estimate().per_kind() for jt in self.job_types.values()), strict=True))
 
 
 def _describe(error: ValidationError) -> str:

@@ -19,6 +19,7 @@ from rlcommon.metric_children import Children
 
 from .backend.ledger import ClosedLease
 from .results import AllocationReport
+from .types import RATE_DIMS
 
 # A wait runs up to the next minute boundary + 5 s by default.
 WAIT_BUCKETS: Final = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 65.0)
@@ -26,6 +27,16 @@ WAIT_BUCKETS: Final = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 REDIS_BUCKETS: Final = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 # A scrape waits this long for the event loop to hand over the allocation.
 SCRAPE_TIMEOUT_S: Final = 5.0
+# The per-minute dimensions whose pools are gauges (rlservice_pool_<dimension>), with their help.
+_POOL_GAUGES: Final = {
+    RATE_DIMS.index(name): f"{what} this instance may still take on the model this minute ({which})."
+    for name, what, which in (
+        ("tokens_per_minute", "Tokens", "models limited per minute"),
+        ("requests_per_minute", "Requests", "models limited per minute"),
+        ("input_tokens_per_minute", "Input tokens", "models that limit input tokens apart"),
+        ("output_tokens_per_minute", "Output tokens", "models that limit output tokens apart"),
+    )
+}
 
 
 class ServiceMetrics:
@@ -172,16 +183,10 @@ class AllocationCollector(Collector):
             return
         per_model = ("model",)
         per_type = ("model", "job_type")
-        tpm = GaugeMetricFamily(
-            "rlservice_pool_tokens_per_minute",
-            "Tokens this instance may still take on the model this minute (models limited per minute).",
-            labels=per_model,
-        )
-        rpm = GaugeMetricFamily(
-            "rlservice_pool_requests_per_minute",
-            "Requests this instance may still take on the model this minute (models limited per minute).",
-            labels=per_model,
-        )
+        rates = {
+            dim: GaugeMetricFamily(f"rlservice_pool_{RATE_DIMS[dim]}", help, labels=per_model)
+            for dim, help in _POOL_GAUGES.items()
+        }
         slots = GaugeMetricFamily("rlservice_pool_slots", "The pool's total slots on this instance.", labels=per_model)
         paused = GaugeMetricFamily(
             "rlservice_paused_until_ms",
@@ -194,11 +199,11 @@ class AllocationCollector(Collector):
             labels=per_model,
         )
         for model, pool in report.pools.items():
+            for dim, gauge in rates.items():
+                if (amount := pool.rates[dim]) is not None:
+                    gauge.add_metric((model,), amount)
             if pool.rates[0] is not None:
-                tpm.add_metric((model,), pool.rates[0])
                 external.add_metric((model,), pool.external[0])
-            if pool.rates[1] is not None:
-                rpm.add_metric((model,), pool.rates[1])
             slots.add_metric((model,), pool.total_slots)
             paused.add_metric((model,), pool.paused_until_ms)
         in_flight = GaugeMetricFamily("rlservice_in_flight", "Open leases of the type on the model.", labels=per_type)
@@ -223,4 +228,4 @@ class AllocationCollector(Collector):
         instances.add_metric((), report.instance_count)
         leases = GaugeMetricFamily("rlservice_active_leases", "Open leases issued by this instance.")
         leases.add_metric((), report.active_leases)
-        yield from (tpm, rpm, slots, paused, external, in_flight, waiting, allocated, ratio, instances, leases)
+        yield from (*rates.values(), slots, paused, external, in_flight, waiting, allocated, ratio, instances, leases)

@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as RedisError
 
 from ..config import MAX_MODELS
-from ..types import ModelLimits, Outcome, ProviderFeedback, Snapshot, Usage
+from ..types import KIND_DIMS, Estimate, ModelLimits, Outcome, ProviderFeedback, Snapshot, Usage
 from .wire import CallReply, parse_reply
 from .wire import ClosedLease as ClosedLease
 
@@ -24,6 +24,9 @@ from .wire import ClosedLease as ClosedLease
 HOT_OPS = ("acquire", "release")
 # What the hot operations share: lib.lua, and the provider's word a Release may carry.
 HOT_PARTS = ("lib", "feedback")
+# kinds.lua is the body of a function lib.lua's model() makes only for a model that limits input or
+# output tokens apart: made at the top of the script, it would cost every call.
+KINDS_AT = "--[[kinds.lua]]"
 COLD_OPS = ("expire", "extend", "register", "heartbeat", "reap", "unregister", "waiting")
 OPS = HOT_OPS + COLD_OPS
 
@@ -76,28 +79,30 @@ class FeedbackPolicy:
 
     max_pause_ms: int = 60_000
     default_pause_ms: int = 1000
-    tolerance_tokens: int = 0
-    tolerance_requests: int = 1
+    # Per kind (KINDS): how far the provider's remaining may fall below the ledger's.
+    tolerance: tuple[int, int, int, int] = (0, 1, 0, 0)
 
 
 def _remaining(value: int | None) -> int | str:
     return "" if value is None else value
 
 
+# The names register.lua gives the limits, in RATE_DIMS order; input and output tokens follow the
+# window mode, only for a model that limits them (kinds.lua).
+_LIMIT_FIELDS = ("tpm", "rpm", "tpd", "rpd")
+
+
+def _model_json(lim: ModelLimits) -> dict[str, int | str]:
+    limits: dict[str, int | str] = {field: lim.rates[i] or 0 for i, field in enumerate(_LIMIT_FIELDS)}
+    roll = "1" if lim.rolling else "0"
+    if lim.token_kinds:
+        itpm, otpm = (lim.rates[i] or 0 for i in KIND_DIMS)
+        roll += f" {itpm} {otpm} {1 if lim.cached_as_input else 0}"
+    return limits | {"conc": lim.max_concurrent or 0, "roll": roll}
+
+
 def limits_json(models: dict[str, ModelLimits]) -> str:
-    return json.dumps(
-        {
-            name: {
-                "tpm": lim.rates[0] or 0,
-                "rpm": lim.rates[1] or 0,
-                "tpd": lim.rates[2] or 0,
-                "rpd": lim.rates[3] or 0,
-                "conc": lim.max_concurrent or 0,
-                "roll": 1 if lim.rolling else 0,
-            }
-            for name, lim in models.items()
-        }
-    )
+    return json.dumps({name: _model_json(lim) for name, lim in models.items()})
 
 
 class Ledger:
@@ -124,12 +129,7 @@ class Ledger:
         self.channel = self._key + ":events"
         self.instance_id = instance_id
         self._stale = stale_after_ms
-        self._feedback = (
-            feedback.max_pause_ms,
-            feedback.default_pause_ms,
-            feedback.tolerance_tokens,
-            feedback.tolerance_requests,
-        )
+        self._feedback = (feedback.max_pause_ms, feedback.default_pause_ms, *feedback.tolerance)
         self._source = self._script_text()
         self._sha = ""
         self._observe = observe
@@ -144,9 +144,11 @@ class Ledger:
         def text(names: tuple[str, ...]) -> str:
             return "\n".join(folder.joinpath(f"{name}.lua").read_text() for name in names)
 
+        hot = text((*HOT_PARTS, *HOT_OPS))
+
         return "\n".join(
             [
-                text((*HOT_PARTS, *HOT_OPS)),
+                hot.replace(KINDS_AT, text(("kinds",))),
                 "local function cold_ops()",
                 text(("cold", *COLD_OPS)),
                 "return OPS, foreign_news",
@@ -280,24 +282,28 @@ class Ledger:
         job_id: str,
         job_type: str,
         lease_id: str,
-        tokens: int,
-        requests: int,
+        estimate: Estimate,
         ttl_ms: int,
         lend: bool,
         peek: bool,
+        token_kinds: bool = False,
     ) -> AcquireReply:
-        status, r, call = await self._run(
-            "acquire",
+        """token_kinds: the model limits input or output tokens apart, so the estimate's parts go
+        along (a model without them costs Redis nothing for them)."""
+        args: tuple[Any, ...] = (
             model,
             job_id,
             job_type,
             lease_id,
-            tokens,
-            requests,
+            estimate.tokens,
+            estimate.requests,
             ttl_ms,
             "1" if lend else "0",
             "1" if peek else "0",
         )
+        if token_kinds:
+            args += (estimate.input_tokens, estimate.output_tokens)
+        status, r, call = await self._run("acquire", *args)
         if status == "existing":
             # The lease id, then its open record: owner, model, job type, windows, estimates,
             # expiry, job id.
@@ -333,7 +339,13 @@ class Ledger:
         # A 429 pauses the model even when the caller read no retry-after (feedback.lua).
         if provider is not None or outcome is Outcome.RATE_LIMITED:
             fb = provider or ProviderFeedback()
-            args += (fb.retry_after_ms, _remaining(fb.remaining_tokens), _remaining(fb.remaining_requests))
+            args += (
+                fb.retry_after_ms,
+                _remaining(fb.remaining_tokens),
+                _remaining(fb.remaining_requests),
+                _remaining(fb.remaining_input_tokens),
+                _remaining(fb.remaining_output_tokens),
+            )
             args += self._feedback
         status, r, call = await self._run("release", *args)
         return self._closing_reply(status, r, call)

@@ -1,8 +1,9 @@
 """The ledger's replies and events.
 
 A script call replies flat: seq, now, a count K, then K pairs of model and packed state, then one text
-per operation, its fields one a line. States are 26 big-endian signed 64-bit integers (lib.lua:
-state), packed so that the script never formats a number. A closed lease is 23 lines: its id, then
+per operation, its fields one a line. States are 26 big-endian signed 64-bit integers, 34 for a model
+that limits input or output tokens apart (lib.lua: pack(); Snapshot.from_reply reads them), packed
+so that the script never formats a number. A closed lease is 25 lines: its id, then
 the closed record (lib.lua: close_lease); refunds and overage are derived here from the estimate and
 the actual usage. Job ids, model and job type names never hold a line break (the API and the
 configuration refuse them), so a line is always one field."""
@@ -16,8 +17,9 @@ from typing import Any
 
 from ..types import Outcome, Snapshot, Usage
 
-CLOSED_LINES = 23
+CLOSED_LINES = 25
 _STATE = struct.Struct(">26q")
+_KINDS_STATE = struct.Struct(">34q")
 
 State = tuple[int, ...]
 
@@ -50,13 +52,16 @@ class ClosedLease:
     external_tokens: int = 0
     external_requests: int = 0
     closed_at_ms: int = 0
+    # Estimated input and output tokens (0 unless the model limits them apart).
+    estimate_input_tokens: int = 0
+    estimate_output_tokens: int = 0
 
     @classmethod
     def from_lines(cls, f: Sequence[str], at: int = 0) -> ClosedLease:
         """The record whose first line (the lease id) is f[at]: owner, model, job type, windows,
         estimates, expiry, job id, outcome, same window, expired, refunded, tracked, the usage as
         reported (input, output, cached tokens, requests), the pause and the external tokens and
-        requests charged, and when it closed."""
+        requests charged, when it closed, and the estimated input and output tokens."""
         est_t, est_r = int(f[at + 6]), int(f[at + 7])
         outcome = Outcome(int(f[at + 10]))
         actual = Usage(int(f[at + 18]), int(f[at + 15]), int(f[at + 16]), int(f[at + 17]))
@@ -91,6 +96,8 @@ class ClosedLease:
             external_tokens=int(f[at + 20]),
             external_requests=int(f[at + 21]),
             closed_at_ms=int(f[at + 22]),
+            estimate_input_tokens=int(f[at + 23]),
+            estimate_output_tokens=int(f[at + 24]),
         )
 
 
@@ -103,10 +110,17 @@ class CallReply:
     replies: list[list[str]]
 
 
+def _layout(kinds: bool) -> struct.Struct:
+    return _KINDS_STATE if kinds else _STATE
+
+
 def parse_reply(raw: Sequence[Any]) -> CallReply:
     seq, now, count = int(raw[0]), int(raw[1]), int(raw[2])
     snapshots = {
-        raw[3 + 2 * i].decode(): Snapshot.from_reply(seq, now, _STATE.unpack(raw[4 + 2 * i])) for i in range(count)
+        raw[3 + 2 * i].decode(): Snapshot.from_reply(
+            seq, now, _layout(len(raw[4 + 2 * i]) > _STATE.size).unpack(raw[4 + 2 * i])
+        )
+        for i in range(count)
     }
     replies = [r.decode().split("\n") for r in raw[3 + 2 * count :]]
     return CallReply(snapshots, replies)
@@ -125,19 +139,25 @@ class Event:
 
 
 def parse_event(body: bytes) -> Event:
-    """An event after its origin's line: kind, seq, owner, the states' models, the closed leases, the
-    instances gone, one a line; then the packed states."""
+    """An event after its origin's line: kind, seq, owner, the states' models (each with whether its
+    state has the input and output integers), the closed leases, the instances gone, one a line; then
+    the packed states."""
     count = int(body.split(b"\n", 4)[3])
-    end = len(body) - count * _STATE.size
+    head = body.split(b"\n", 4 + 2 * count)
+    layouts = [_layout(flag == b"1") for flag in head[5 : 4 + 2 * count : 2]]
+    end = len(body) - sum(layout.size for layout in layouts)
     f = body[:end].decode().split("\n")
     kind, seq, owner = f[0], int(f[1]), f[2]
-    names = f[4 : 4 + count]
-    at = 4 + count
+    names = f[4 : 4 + 2 * count : 2]
+    at = 4 + 2 * count
     closed = []
     for _ in range(int(f[at])):
         closed.append(ClosedLease.from_lines(f, at + 1))
         at += CLOSED_LINES
     at += 1
     gone = list(f[at + 1 : at + 1 + int(f[at])])
-    states = {name: _STATE.unpack_from(body, end + i * _STATE.size) for i, name in enumerate(names)}
+    states = {}
+    for name, layout in zip(names, layouts, strict=True):
+        states[name] = layout.unpack_from(body, end)
+        end += layout.size
     return Event(kind, seq, None if owner == "-" else owner, states, closed, gone)

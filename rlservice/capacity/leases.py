@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from ..types import Estimate
+
 
 @dataclass(slots=True)
 class Lease:
@@ -12,8 +14,7 @@ class Lease:
     job_id: str
     job_type: str
     model: str
-    tokens: int
-    requests: int
+    estimate: Estimate
     minute_window: int
     day_window: int
     expires_at_ms: int

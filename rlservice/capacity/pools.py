@@ -3,12 +3,15 @@ two admission checks and lending."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ..types import TOKEN_DIMS, ModelLimits, Snapshot
+from ..types import DIMS, NO_AMOUNTS, Amounts, Estimate, ModelLimits, Rates, Snapshot
 
-Dims = tuple[int | None, int | None, int | None, int | None]
+Dims = Rates
+# Per kind (KINDS): the average estimate of a job over all job types.
+Averages = Sequence[Fraction | float]
 
 # Slots reported when no configured dimension bounds them (every estimate is 0).
 UNBOUNDED_SLOTS = 1_000_000
@@ -16,17 +19,16 @@ UNBOUNDED_SLOTS = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """Local attempts sent to Redis whose replies have not arrived yet."""
+    """Local attempts sent to Redis whose replies have not arrived yet: their estimates in RATE_DIMS
+    order, and how many."""
 
-    tokens: int = 0
-    requests: int = 0
+    amounts: Amounts = NO_AMOUNTS
     count: int = 0
 
-    def add(self, tokens: int, requests: int, count: int) -> Pending:
-        return Pending(self.tokens + tokens, self.requests + requests, self.count + count)
-
-    def per_dim(self) -> tuple[int, int, int, int]:
-        return (self.tokens, self.requests, self.tokens, self.requests)
+    def add(self, estimate: Estimate, count: int) -> Pending:
+        """count attempts of this estimate more (fewer when negative)."""
+        dims = estimate.per_dim()
+        return Pending(tuple(a + count * e for a, e in zip(self.amounts, dims, strict=True)), self.count + count)
 
 
 NO_PENDING = Pending()
@@ -65,14 +67,13 @@ def seed_pool(limit: int, settled: int, n: int) -> int:
     return max(0, limit - settled) // n
 
 
-def _slots(dims: Dims, conc: int | None, avg_tokens: Fraction | float, avg_requests: Fraction | float) -> int:
+def _slots(dims: Dims, conc: int | None, averages: Averages) -> int:
     # Exact integer arithmetic on the averages' ratios: 66 requests at an average of 2.2 are 30 slots.
-    tn, td = avg_tokens.as_integer_ratio()
-    rn, rd = avg_requests.as_integer_ratio()
+    ratios = [avg.as_integer_ratio() for avg in averages]
     slots = []
-    for i, amount in enumerate(dims):
+    for dim, amount in zip(DIMS, dims, strict=True):
         if amount is not None:
-            num, den = (tn, td) if i in TOKEN_DIMS else (rn, rd)
+            num, den = ratios[dim.kind]
             if num > 0:
                 slots.append(max(0, amount) * den // num)
     if conc is not None:
@@ -81,17 +82,12 @@ def _slots(dims: Dims, conc: int | None, avg_tokens: Fraction | float, avg_reque
 
 
 def compute_pool(
-    limits: ModelLimits,
-    snap: Snapshot,
-    avg_tokens: Fraction | float,
-    avg_requests: Fraction | float,
-    lend: bool = False,
-    pending: Pending = NO_PENDING,
+    limits: ModelLimits, snap: Snapshot, averages: Averages, lend: bool = False, pending: Pending = NO_PENDING
 ) -> Pool:
     n = max(snap.instances, 1)
     # Borrowing is for requests that queued: only with this instance's waiters on record (lib.lua).
     lending = lend and snap.own_waiting == 1 and not snap.others_waiting
-    extra = pending.per_dim()
+    extra = pending.amounts
     rates: list[int | None] = []
     capacity: list[int | None] = []
     room: list[int | None] = []
@@ -123,16 +119,15 @@ def compute_pool(
         left = limits.max_concurrent - snap.inflight_total - pending.count
         conc_cap = max(0, own_inflight + left) if lending else conc
         conc_room = max(0, left if lending else min(conc - own_inflight, left))
-    reported: Dims = (rates[0], rates[1], rates[2], rates[3])
-    held: Dims = (capacity[0], capacity[1], capacity[2], capacity[3])
+    reported, held = tuple(rates), tuple(capacity)
     return Pool(
         rates=reported,
         max_concurrent=conc,
-        total_slots=_slots(reported, conc, avg_tokens, avg_requests),
+        total_slots=_slots(reported, conc, averages),
         capacity=held,
-        capacity_slots=_slots(held, conc_cap, avg_tokens, avg_requests),
+        capacity_slots=_slots(held, conc_cap, averages),
         concurrent_capacity=conc_cap,
-        room=(room[0], room[1], room[2], room[3]),
+        room=tuple(room),
         concurrent_room=conc_room,
         lending=lending,
         paused_until_ms=snap.paused_until_ms,

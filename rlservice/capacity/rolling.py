@@ -9,11 +9,11 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..types import ModelLimits, Snapshot
+from ..types import DIMS, ModelLimits, Snapshot
 from .windows import DAY_MS, MINUTE_MS
 
 # Refill periods in RATE_DIMS order: per-minute limits refill in a minute, per-day ones in a day.
-PERIODS_MS = (MINUTE_MS, MINUTE_MS, DAY_MS, DAY_MS)
+PERIODS_MS = tuple(DAY_MS if d.per_day else MINUTE_MS for d in DIMS)
 
 
 def refilled(limits: ModelLimits, snap: Snapshot, now_ms: int) -> Snapshot:
@@ -29,7 +29,7 @@ def refilled(limits: ModelLimits, snap: Snapshot, now_ms: int) -> Snapshot:
             level = limit - settled[i] - snap.open[i]
             grown = min(limit, level + limit * elapsed / PERIODS_MS[i])
             settled[i] = math.ceil(limit - grown - snap.open[i])
-    return replace(snap, now_ms=now_ms, settled=(settled[0], settled[1], settled[2], settled[3]))
+    return replace(snap, now_ms=now_ms, settled=tuple(settled))
 
 
 def full_in_ms(limits: ModelLimits, snap: Snapshot) -> int:

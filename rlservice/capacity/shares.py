@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..config import RatioAdjustment
+from ..types import Amounts, Estimate
 from .pools import Pool
 
 # floor() of a product like 100 * 0.29 must give 29, not 28.
@@ -34,7 +35,7 @@ class TypeUse:
     """What a job type holds locally on one model: open estimates per rate dimension, the jobs its
     slots count (those of the current window) and its jobs in flight on every model (memory)."""
 
-    open: tuple[int, int, int, int]
+    open: Amounts
     jobs: int
     in_flight_all_models: int
 
@@ -43,8 +44,7 @@ def may_take(
     pool: Pool,
     ratio: float,
     use: TypeUse,
-    tokens: int,
-    requests: int,
+    estimate: Estimate,
     min_capacity: int,
     mem_slots: int | None,
 ) -> bool:
@@ -58,7 +58,7 @@ def may_take(
         return False
     if use.jobs >= allocated_slots(pool, ratio, min_capacity, mem_slots):
         return False
-    need = (tokens, requests, tokens, requests)
+    need = estimate.per_dim()
     for i, room in enumerate(pool.room):
         if room is not None and need[i] > room:
             return False

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 
 from ..config import Pricing
-from ..types import ModelLimits, Snapshot
-from .pools import NO_PENDING, Pending, Pool, compute_pool
+from ..types import DIMS, Amounts, Estimate, ModelLimits, Snapshot
+from .pools import NO_PENDING, Averages, Pending, Pool, compute_pool
 from .rolling import refilled
 from .usage import TypeUsage
 from .waiting import WaitQueue
@@ -24,8 +23,7 @@ class Reservation:
 @dataclass(slots=True)
 class JobType:
     name: str
-    tokens: int
-    requests: int
+    estimate: Estimate
     memory_kb: int | None
     flexible: bool
     initial_ratio: float
@@ -77,29 +75,27 @@ class ModelState:
             own_waiting=src.own_waiting,
         )
 
-    def pool(self, avg_tokens: Fraction, avg_requests: Fraction, lend: bool, now_ms: int) -> Pool:
+    def pool(self, averages: Averages, lend: bool, now_ms: int) -> Pool:
         """What this instance may take on the model at Redis time now_ms, attempts on their way to
         Redis included. A rolling model's buckets have refilled since the snapshot was read."""
         if self.limits.rolling:
             if self._pool is None or self._pool_at != now_ms:
-                self._pool = self.pool_at(avg_tokens, avg_requests, lend, now_ms)
+                self._pool = self.pool_at(averages, lend, now_ms)
                 self._pool_at = now_ms
         elif self._pool is None:
-            self._pool = compute_pool(self.limits, self.snapshot, avg_tokens, avg_requests, lend, self.pending)
+            self._pool = compute_pool(self.limits, self.snapshot, averages, lend, self.pending)
         return self._pool
 
-    def pool_at(self, avg_tokens: Fraction, avg_requests: Fraction, lend: bool, now_ms: int) -> Pool:
+    def pool_at(self, averages: Averages, lend: bool, now_ms: int) -> Pool:
         """A rolling model's pool as it will be at now_ms, nothing else changing."""
         snap = refilled(self.limits, self.snapshot, now_ms)
-        return compute_pool(self.limits, snap, avg_tokens, avg_requests, lend, self.pending)
+        return compute_pool(self.limits, snap, averages, lend, self.pending)
 
 
-def _in_windows(values: tuple[int, int, int, int], same: tuple[bool, bool]) -> tuple[int, int, int, int]:
-    """Own counters (minute tokens, requests, day tokens, requests) kept where their window is still
-    the current one, else 0."""
+def _in_windows(values: Amounts, same: tuple[bool, bool]) -> Amounts:
+    """Own counters (RATE_DIMS order) kept where their window (minute or day) is still the current
+    one, else 0."""
     minute, day = same
     if minute and day:
         return values
-    t, r = values[:2] if minute else (0, 0)
-    dt, dr = values[2:] if day else (0, 0)
-    return (t, r, dt, dr)
+    return tuple(v if (day if d.per_day else minute) else 0 for d, v in zip(DIMS, values, strict=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..types import MINUTE_DIMS
+from ..types import DAY_DIMS, DIMS, MINUTE_DIMS, NO_AMOUNTS, Amounts, Estimate
 
 
 @dataclass(slots=True)
@@ -17,8 +17,8 @@ class TypeUsage:
 
     minute_window: int = 0
     day_window: int = 0
-    open: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
-    used: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    open: list[int] = field(default_factory=lambda: list(NO_AMOUNTS))
+    used: list[int] = field(default_factory=lambda: list(NO_AMOUNTS))
     jobs: list[int] = field(default_factory=lambda: [0, 0])
     in_flight: int = 0
     overages: int = 0
@@ -27,21 +27,30 @@ class TypeUsage:
         """Moves to newer windows: what belonged to closed ones no longer counts."""
         if minute_window > self.minute_window:
             self.minute_window = minute_window
-            self.open[0] = self.open[1] = self.used[0] = self.used[1] = self.jobs[0] = 0
+            self._clear(MINUTE_DIMS)
+            self.jobs[0] = 0
         if day_window > self.day_window:
             self.day_window = day_window
-            self.open[2] = self.open[3] = self.used[2] = self.used[3] = self.jobs[1] = 0
+            self._clear(DAY_DIMS)
+            self.jobs[1] = 0
+
+    def _clear(self, dims: tuple[int, ...]) -> None:
+        for i in dims:
+            self.open[i] = self.used[i] = 0
 
     def _current(self, i: int, minute_window: int, day_window: int) -> bool:
-        return (minute_window == self.minute_window) if i in MINUTE_DIMS else (day_window == self.day_window)
+        if DIMS[i].per_day:
+            return day_window == self.day_window
+        return minute_window == self.minute_window
 
-    def charge(self, minute_window: int, day_window: int, tokens: int, requests: int, jobs: int = 1) -> None:
-        """Opens (or, negative, withdraws) an estimate in the windows given if they are current."""
+    def charge(self, minute_window: int, day_window: int, estimate: Estimate, jobs: int = 1) -> None:
+        """Opens jobs leases of this estimate (withdraws them when negative) in the windows given, if
+        they are current."""
         self.roll(minute_window, day_window)
-        for i, amount in enumerate((tokens, requests, tokens, requests)):
+        for i, amount in enumerate(estimate.per_dim()):
             if self._current(i, minute_window, day_window):
-                self.open[i] += amount
-                self.used[i] += amount
+                self.open[i] += jobs * amount
+                self.used[i] += jobs * amount
         self._count(minute_window, day_window, jobs)
 
     def _count(self, minute_window: int, day_window: int, jobs: int) -> None:
@@ -57,16 +66,14 @@ class TypeUsage:
             return self.jobs[0]
         return self.jobs[1] if tracks_day else self.in_flight
 
-    def close(
-        self, minute_window: int, day_window: int, estimate: tuple[int, int], actual: tuple[int, int] | None
-    ) -> None:
-        """A lease of these windows closed, at its actual usage (None: at its estimate), as the
-        ledger settles it: in its windows while they are current; an overage in a closed window goes
-        to the current one instead."""
+    def close(self, minute_window: int, day_window: int, estimate: Estimate, actual: Estimate | None) -> None:
+        """A lease of these windows closed, at its actual usage per kind (None: at its estimate), as
+        the ledger settles it: in its windows while they are current; an overage in a closed window
+        goes to the current one instead."""
         self.roll(minute_window, day_window)
-        est = (estimate[0], estimate[1], estimate[0], estimate[1])
-        act = est if actual is None else (actual[0], actual[1], actual[0], actual[1])
-        for i in range(4):
+        est = estimate.per_dim()
+        act = est if actual is None else actual.per_dim()
+        for i in range(len(DIMS)):
             delta = act[i] - est[i]
             if self._current(i, minute_window, day_window):
                 self.open[i] -= est[i]
@@ -75,6 +82,5 @@ class TypeUsage:
                 self.used[i] += delta
         self._count(minute_window, day_window, -1)
 
-    def open_now(self) -> tuple[int, int, int, int]:
-        o = self.open
-        return (o[0], o[1], o[2], o[3])
+    def open_now(self) -> Amounts:
+        return tuple(self.open)

@@ -29,8 +29,8 @@ def grant_of(lease: Lease, instance_id: str) -> Grant:
         lease_id=lease.lease_id,
         model=lease.model,
         models_tried=lease.models_tried,
-        tokens=lease.tokens,
-        requests=lease.requests,
+        tokens=lease.estimate.tokens,
+        requests=lease.estimate.requests,
         waited_ms=lease.waited_ms,
         expires_at_ms=lease.expires_at_ms,
         instance_id=instance_id,
@@ -188,7 +188,15 @@ class Admission:
     ) -> AcquireReply:
         try:
             reply = await self._ledger.acquire(
-                model.name, job_id, jt.name, lease_id, jt.tokens, jt.requests, ttl_ms, self._local.lend, peek
+                model.name,
+                job_id,
+                jt.name,
+                lease_id,
+                jt.estimate,
+                ttl_ms,
+                self._local.lend,
+                peek,
+                token_kinds=model.limits.token_kinds,
             )
         except NotRegistered:
             self._membership.reregister()
@@ -220,7 +228,7 @@ class Admission:
         self, model: ModelState, jt: JobType, res: Reservation, job_id: str, lease_id: str, reply: AcquireReply
     ) -> Lease | OpenLease | None:
         local = self._local
-        model.pending = model.pending.add(-jt.tokens, -jt.requests, -1)
+        model.pending = model.pending.add(jt.estimate, -1)
         model.apply(reply.snapshot, own=True)
         if reply.status != "granted":
             local.unreserve(model, jt, res, pending=False)
@@ -230,15 +238,14 @@ class Admission:
         snap = reply.snapshot
         if (snap.minute_window, snap.day_window) != (res.minute_window, res.day_window):
             use = model.usage[jt.name]
-            use.charge(res.minute_window, res.day_window, -jt.tokens, -jt.requests, -1)
-            use.charge(snap.minute_window, snap.day_window, jt.tokens, jt.requests)
+            use.charge(res.minute_window, res.day_window, jt.estimate, -1)
+            use.charge(snap.minute_window, snap.day_window, jt.estimate)
         lease = Lease(
             lease_id=lease_id,
             job_id=job_id,
             job_type=jt.name,
             model=model.name,
-            tokens=jt.tokens,
-            requests=jt.requests,
+            estimate=jt.estimate,
             minute_window=snap.minute_window,
             day_window=snap.day_window,
             expires_at_ms=reply.expires_at_ms,

@@ -15,7 +15,7 @@ from ..capacity.state import JobType, ModelState, Reservation
 from ..capacity.usage import TypeUsage
 from ..capacity.waiting import WaitQueue
 from ..config import Settings
-from ..types import ModelLimits, Outcome, Snapshot
+from ..types import INPUT, KINDS, Estimate, ModelLimits, Outcome, Snapshot
 from .clock import RedisClock
 from .timers import Pauses, Refills
 
@@ -27,12 +27,27 @@ _LOST_KEPT = 100_000
 def model_limits(settings: Settings) -> dict[str, ModelLimits]:
     return {
         name: ModelLimits(
-            rates=(m.tokens_per_minute, m.requests_per_minute, m.tokens_per_day, m.requests_per_day),
+            rates=m.rates(),
             max_concurrent=m.max_concurrent_requests,
             rolling=m.window == "rolling",
+            cached_as_input=m.cached_tokens_count_as_input,
         )
         for name, m in settings.models.items()
     }
+
+
+def _over(limits: ModelLimits, estimate: Estimate, actual: Estimate) -> bool:
+    """Whether a job used more than its estimate: in tokens or requests whatever the model limits,
+    so that estimates can be tuned from it; in input or output tokens where the model limits them
+    apart (elsewhere job types need not estimate them)."""
+    counted = len(KINDS) if limits.token_kinds else INPUT
+    return any(a > e for a, e in zip(actual.per_kind()[:counted], estimate.per_kind()[:counted], strict=True))
+
+
+def _amounts(limits: ModelLimits, e: Estimate) -> str:
+    if limits.token_kinds:
+        return f"{e.tokens} tokens ({e.input_tokens} input, {e.output_tokens} output) / {e.requests} requests"
+    return f"{e.tokens} tokens / {e.requests} requests"
 
 
 class LocalState:
@@ -41,14 +56,13 @@ class LocalState:
         self.instance_id = instance_id
         self.memory_kb = memory_capacity_kb
         self.lend = settings.lend_idle_capacity
-        self._avg_tokens, self._avg_requests = settings.average_estimates()
+        self._averages = settings.average_estimates()
         self.model_order = settings.model_order()
         ratios = settings.initial_ratios()
         self.job_types = {
             name: JobType(
                 name=name,
-                tokens=jt.estimated_tokens,
-                requests=jt.estimated_requests,
+                estimate=jt.estimate(),
                 memory_kb=jt.estimated_memory_kb,
                 flexible=jt.ratio.flexible,
                 initial_ratio=ratios[name],
@@ -85,7 +99,7 @@ class LocalState:
     def pool(self, model: ModelState) -> Pool:
         # Only a rolling model's pool moves with time (and only then is the clock read).
         now = self.clock.now_ms() if model.limits.rolling else 0
-        return model.pool(self._avg_tokens, self._avg_requests, self.lend, now)
+        return model.pool(self._averages, self.lend, now)
 
     def apply_states(self, states: dict[str, Snapshot]) -> None:
         """States read for this instance (own fields included)."""
@@ -113,11 +127,11 @@ class LocalState:
         use.roll(snap.minute_window, snap.day_window)
         if not self._fits(model, jt, self.pool(model)):
             return None
-        model.pending = model.pending.add(jt.tokens, jt.requests, 1)
+        model.pending = model.pending.add(jt.estimate, 1)
         model.invalidate()
         use.in_flight += 1
         jt.in_flight += 1
-        use.charge(snap.minute_window, snap.day_window, jt.tokens, jt.requests)
+        use.charge(snap.minute_window, snap.day_window, jt.estimate)
         self.changes.notify()
         return Reservation(snap.minute_window, snap.day_window)
 
@@ -127,8 +141,7 @@ class LocalState:
             pool,
             jt.ratio,
             TypeUse(use.open_now(), self.window_jobs(model, use), jt.in_flight),
-            jt.tokens,
-            jt.requests,
+            jt.estimate,
             self.settings.min_job_type_capacity,
             self.memory_slots(jt),
         )
@@ -142,9 +155,7 @@ class LocalState:
                 jt = self.job_types[name]
 
                 def fits(snap: Snapshot, jt: JobType = jt) -> bool:
-                    pool = compute_pool(
-                        model.limits, snap, self._avg_tokens, self._avg_requests, self.lend, model.pending
-                    )
+                    pool = compute_pool(model.limits, snap, self._averages, self.lend, model.pending)
                     return self._fits(model, jt, pool)
 
                 at = first_fit_ms(model.limits, base, fits)
@@ -154,12 +165,12 @@ class LocalState:
 
     def unreserve(self, model: ModelState, jt: JobType, res: Reservation, pending: bool = True) -> None:
         if pending:
-            model.pending = model.pending.add(-jt.tokens, -jt.requests, -1)
+            model.pending = model.pending.add(jt.estimate, -1)
             model.invalidate()
         use = model.usage[jt.name]
         use.in_flight -= 1
         jt.in_flight -= 1
-        use.charge(res.minute_window, res.day_window, -jt.tokens, -jt.requests, -1)
+        use.charge(res.minute_window, res.day_window, jt.estimate, -1)
 
     @staticmethod
     def window_jobs(model: ModelState, use: TypeUsage) -> int:
@@ -195,7 +206,7 @@ class LocalState:
     def forget(self, lease: Lease) -> None:
         """Drops a lease the ledger closed at its estimate without telling this instance."""
         model, _, use = self.free_slot(lease)
-        use.close(lease.minute_window, lease.day_window, (lease.tokens, lease.requests), None)
+        use.close(lease.minute_window, lease.day_window, lease.estimate, None)
         self.pump(model)
 
     def settle_closed(self, closed: ClosedLease) -> None:
@@ -206,25 +217,17 @@ class LocalState:
         model, jt, use = self.free_slot(lease)
         # An overage reported after its window closed belongs to the window the ledger is in now.
         use.roll(model.snapshot.minute_window, model.snapshot.day_window)
-        actual = closed.actual
+        actual = closed.actual.spent(model.limits.cached_as_input)
         known = closed.outcome is not Outcome.FAILED_UNKNOWN_USAGE
-        use.close(
-            lease.minute_window,
-            lease.day_window,
-            (lease.tokens, lease.requests),
-            (actual.tokens, actual.request_count) if known else None,
-        )
-        # Counted whatever the model limits, so that estimates can be tuned from it.
-        if known and (actual.tokens > lease.tokens or actual.request_count > lease.requests):
+        use.close(lease.minute_window, lease.day_window, lease.estimate, actual if known else None)
+        if known and _over(model.limits, lease.estimate, actual):
             use.overages += 1
             log.warning(
-                "overage: job type %s on %s estimated %d tokens / %d requests, used %d / %d",
+                "overage: job type %s on %s estimated %s, used %s",
                 jt.name,
                 model.name,
-                lease.tokens,
-                lease.requests,
-                actual.tokens,
-                actual.request_count,
+                _amounts(model.limits, lease.estimate),
+                _amounts(model.limits, actual),
                 extra={"model": model.name, "lease_id": lease.lease_id, "job_id": lease.job_id},
             )
         self._releases_since_rebalance += 1

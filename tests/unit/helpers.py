@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from rlservice.capacity.pools import Dims, Pool
 from rlservice.config import Settings, load_settings, preset_path
-from rlservice.types import ModelLimits, Snapshot
+from rlservice.types import NO_AMOUNTS, RATE_DIMS, Amounts, ModelLimits, Snapshot
 
-Quad = tuple[int, int, int, int]
-ZERO: Quad = (0, 0, 0, 0)
-UNLIMITED: Dims = (None, None, None, None)
+# Amounts in RATE_DIMS order: tokens and requests per minute, per day, input and output tokens per
+# minute.
+Quad = Amounts
+ZERO: Quad = NO_AMOUNTS
+UNLIMITED: Dims = (None,) * len(RATE_DIMS)
+
+
+def dims(*amounts: int) -> Amounts:
+    """Amounts in RATE_DIMS order; those left off are 0."""
+    return (*amounts, *(0,) * (len(RATE_DIMS) - len(amounts)))
+
+
+def avg(
+    tokens: Fraction | float,
+    requests: Fraction | float,
+    input_tokens: Fraction | float = 0,
+    output_tokens: Fraction | float = 0,
+) -> tuple[Fraction | float, ...]:
+    """Average estimates per kind (tokens, requests, input and output tokens)."""
+    return (tokens, requests, input_tokens, output_tokens)
 
 
 def snapshot(
@@ -28,20 +47,20 @@ def snapshot(
         minute_window=0,
         day_window=0,
         instances=instances,
-        settled=settled,
-        open=open,
-        own_open=own_open,
+        settled=dims(*settled),
+        open=dims(*open),
+        own_open=dims(*own_open),
         inflight_total=inflight_total,
         own_inflight=own_inflight,
         waiters=waiters,
         own_waiting=own_waiting,
-        own_settled=own_settled,
+        own_settled=dims(*own_settled),
     )
 
 
 def tokens(amount: int) -> Quad:
     """An amount in the tokens-per-minute dimension only."""
-    return (amount, 0, 0, 0)
+    return dims(amount)
 
 
 def limits(
@@ -50,15 +69,19 @@ def limits(
     tpd: int | None = None,
     rpd: int | None = None,
     concurrent: int | None = None,
+    itpm: int | None = None,
+    otpm: int | None = None,
+    cached_as_input: bool = True,
 ) -> ModelLimits:
-    return ModelLimits(rates=(tpm, rpm, tpd, rpd), max_concurrent=concurrent)
+    return ModelLimits(
+        rates=(tpm, rpm, tpd, rpd, itpm, otpm), max_concurrent=concurrent, cached_as_input=cached_as_input
+    )
 
 
 def model_limits(settings: Settings, model: str) -> ModelLimits:
     m = settings.models[model]
     return ModelLimits(
-        rates=(m.tokens_per_minute, m.requests_per_minute, m.tokens_per_day, m.requests_per_day),
-        max_concurrent=m.max_concurrent_requests,
+        rates=m.rates(), max_concurrent=m.max_concurrent_requests, cached_as_input=m.cached_tokens_count_as_input
     )
 
 
@@ -75,6 +98,7 @@ def pool_of(
     """A pool built directly, for share tests that need exact figures rather than a ledger state:
     the instance may hold capacity (capacity_slots in slots) and may still take room (by default
     all of it)."""
+    capacity = _padded(capacity)
     return Pool(
         rates=capacity,
         max_concurrent=None,
@@ -82,7 +106,11 @@ def pool_of(
         capacity=capacity,
         capacity_slots=capacity_slots,
         concurrent_capacity=None,
-        room=capacity if room is None else room,
+        room=capacity if room is None else _padded(room),
         concurrent_room=concurrent_room,
         lending=False,
     )
+
+
+def _padded(rates: Dims) -> Dims:
+    return (*rates, *(None,) * (len(RATE_DIMS) - len(rates)))

@@ -9,7 +9,7 @@ import pytest
 from rlservice.capacity.pools import Pool, compute_pool
 from rlservice.capacity.shares import TypeUse, allocated_slots, load_of, may_take, rebalance, scaled
 from rlservice.config import Settings
-from rlservice.types import Snapshot
+from rlservice.types import NO_AMOUNTS, Snapshot
 
 from .helpers import Quad, model_limits, preset, snapshot
 
@@ -24,8 +24,8 @@ def default() -> Settings:
 
 
 def pool_at(settings: Settings, model: str, snap: Snapshot, lend: bool = False) -> Pool:
-    avg_t, avg_r = settings.average_estimates()
-    return compute_pool(model_limits(settings, model), snap, avg_t, avg_r, lend=lend)
+    averages = settings.average_estimates()
+    return compute_pool(model_limits(settings, model), snap, averages, lend=lend)
 
 
 def fresh_pool(settings: Settings, model: str, lend: bool = False) -> Pool:
@@ -50,15 +50,15 @@ def fill(
     start; returns the jobs started per type and what the instance then holds."""
     lim = model_limits(settings, model)
     ratios = ratios or settings.initial_ratios()
-    held = [0, 0, 0, 0]
-    per_type = {t: [0, 0, 0, 0] for t in types}
+    held = list(NO_AMOUNTS)
+    per_type = {t: list(NO_AMOUNTS) for t in types}
     started = dict.fromkeys(types, 0)
     progress = True
     while progress:
         progress = False
         for name in types:
             jt = settings.job_types[name]
-            own = (held[0], held[1], held[2], held[3])
+            own = tuple(held)
             inflight = sum(started.values())
             snap = snapshot(
                 2,
@@ -71,21 +71,21 @@ def fill(
             )
             pool = pool_at(settings, model, snap, lend)
             mine = per_type[name]
-            use = TypeUse((mine[0], mine[1], mine[2], mine[3]), started[name], started[name])
-            if may_take(pool, ratios[name], use, jt.estimated_tokens, jt.estimated_requests, 1, None):
-                need = (jt.estimated_tokens, jt.estimated_requests) * 2
-                for d in range(4):
-                    if lim.rates[d] is not None:
+            use = TypeUse(tuple(mine), started[name], started[name])
+            if may_take(pool, ratios[name], use, jt.estimate(), 1, None):
+                need = jt.estimate().per_dim()
+                for d, limit in enumerate(lim.rates):
+                    if limit is not None:
                         held[d] += need[d]
                         mine[d] += need[d]
                 started[name] += 1
                 progress = True
-    return started, (held[0], held[1], held[2], held[3])
+    return started, tuple(held)
 
 
 def test_averages_and_ratios(default: Settings) -> None:
     assert default.lend_idle_capacity
-    assert default.average_estimates() == (Fraction(4_200), Fraction(11, 5))
+    assert default.average_estimates() == (Fraction(4_200), Fraction(11, 5), Fraction(0), Fraction(0))
     ratios = default.initial_ratios()
     assert [round(ratios[t], 12) for t in TYPES] == [0.3, 0.4, 0.1, 0.1, 0.1]
 

@@ -221,10 +221,11 @@ def test_slot_calc_memory_has_a_fixed_capacity() -> None:
 
 
 def test_average_estimates_are_exact() -> None:
-    assert preset("default").average_estimates() == (Fraction(4_200), Fraction(11, 5))
-    assert preset("slotCalc-rpm").average_estimates() == (Fraction(1_000), Fraction(3))
-    assert preset("slotCalc-tpm").average_estimates() == (Fraction(7_500), Fraction(1))
-    avg_t, _ = parse_settings(
+    # No preset estimates input and output tokens apart: they average 0.
+    assert preset("default").average_estimates() == (Fraction(4_200), Fraction(11, 5), Fraction(0), Fraction(0))
+    assert preset("slotCalc-rpm").average_estimates() == (Fraction(1_000), Fraction(3), Fraction(0), Fraction(0))
+    assert preset("slotCalc-tpm").average_estimates() == (Fraction(7_500), Fraction(1), Fraction(0), Fraction(0))
+    avg_t, *_ = parse_settings(
         minimal(job_types={"a": {"estimated_tokens": 1}, "b": {"estimated_tokens": 1}, "c": {"estimated_tokens": 0}}),
         "x",
     ).average_estimates()
@@ -260,9 +261,47 @@ def test_defaults_of_spec_section_4() -> None:
 
 def test_the_feedback_tolerance_defaults_to_the_largest_estimate() -> None:
     data = minimal(job_types={"a": {"estimated_tokens": 300}, "b": {"estimated_tokens": 7000}})
-    assert parse_settings(data, "x").feedback_tolerance() == (7000, 1)
+    assert parse_settings(data, "x").feedback_tolerance() == (7000, 1, 0, 0)
     data["provider_feedback"] = {"tolerance_tokens": 50}
-    assert parse_settings(data, "x").feedback_tolerance() == (50, 1)
+    assert parse_settings(data, "x").feedback_tolerance() == (50, 1, 50, 50)
+
+
+def test_estimated_tokens_is_the_sum_of_the_parts_when_unset() -> None:
+    data = minimal(job_types={"a": {"estimated_input_tokens": 7_000, "estimated_output_tokens": 3_000}})
+    jt = parse_settings(data, "x").job_types["a"]
+    assert (jt.estimated_tokens, jt.estimated_input_tokens, jt.estimated_output_tokens) == (10_000, 7_000, 3_000)
+    # Given with the parts, it must be their sum; given alone, the parts stay unset.
+    data["job_types"]["a"]["estimated_tokens"] = 10_000
+    assert parse_settings(data, "x").job_types["a"].estimated_tokens == 10_000
+    alone = parse_settings(minimal(), "x").job_types["a"]
+    assert (alone.estimated_input_tokens, alone.estimated_output_tokens) == (None, None)
+
+
+def test_token_kind_limits_default_to_unset_and_cached_tokens_to_input() -> None:
+    m = parse_settings(minimal(), "x").models["m"]
+    assert (m.input_tokens_per_minute, m.output_tokens_per_minute, m.cached_tokens_count_as_input) == (None, None, True)
+    # An input or output limit alone is a limit.
+    kinds = minimal(
+        models={"claude": {"output_tokens_per_minute": 8_000, "cached_tokens_count_as_input": False}},
+        job_types={"a": {"estimated_input_tokens": 6, "estimated_output_tokens": 4}},
+    )
+    claude = parse_settings(kinds, "x").models["claude"]
+    assert claude.rates() == (None, None, None, None, None, 8_000)
+    assert not claude.cached_tokens_count_as_input
+
+
+def test_averages_and_tolerances_per_kind() -> None:
+    data = minimal(
+        models={"claude": {"input_tokens_per_minute": 100_000, "output_tokens_per_minute": 20_000}},
+        job_types={
+            "reading": {"estimated_input_tokens": 20_000, "estimated_output_tokens": 1_000},
+            "writing": {"estimated_input_tokens": 1_000, "estimated_output_tokens": 4_000, "estimated_requests": 2},
+        },
+    )
+    settings = parse_settings(data, "x")
+    assert settings.average_estimates() == (Fraction(13_000), Fraction(3, 2), Fraction(10_500), Fraction(2_500))
+    # The largest estimate of each kind; one request.
+    assert settings.feedback_tolerance() == (21_000, 1, 20_000, 4_000)
 
 
 def test_cost_is_per_million_tokens() -> None:
@@ -339,6 +378,56 @@ def test_cost_is_per_million_tokens() -> None:
         (minimal(provider_feedback={"max_pause_ms": 0}), "provider_feedback.max_pause_ms", "greater than 0"),
         (minimal(provider_feedback={"default_pause_ms": -1}), "provider_feedback.default_pause_ms", ""),
         (minimal(provider_feedback={"tolerance_tokens": -1}), "provider_feedback.tolerance_tokens", ""),
+        # Token kinds (SPEC §12).
+        (minimal(models={"m": {"input_tokens_per_minute": 0}}), "models.m.input_tokens_per_minute", "greater than 0"),
+        (minimal(models={"m": {"output_tokens_per_minute": -1}}), "models.m.output_tokens_per_minute", ""),
+        (
+            minimal(models={"m": {"pricing": {"input": 1}, "cached_tokens_count_as_input": False}}),
+            "models.m",
+            "input_tokens_per_minute",
+        ),
+        (
+            minimal(models={"m": {"tokens_per_minute": 1, "cached_tokens_count_as_input": "sometimes"}}),
+            "models.m.cached_tokens_count_as_input",
+            "boolean",
+        ),
+        (minimal(job_types={"a": {"estimated_input_tokens": 10}}), "job_types.a.estimated_tokens", "required"),
+        (
+            minimal(
+                job_types={"a": {"estimated_tokens": 30, "estimated_input_tokens": 10, "estimated_output_tokens": 5}}
+            ),
+            "job_types.a.estimated_tokens",
+            "is not estimated_input_tokens + estimated_output_tokens (10 + 5)",
+        ),
+        (
+            minimal(job_types={"a": {"estimated_input_tokens": -1, "estimated_output_tokens": 5}}),
+            "job_types.a.estimated_input_tokens",
+            "greater than or equal to 0",
+        ),
+        (
+            minimal(
+                models={"m": {"tokens_per_minute": 1}, "claude": {"input_tokens_per_minute": 1}},
+                job_types={"a": {"estimated_tokens": 10, "estimated_output_tokens": 4}},
+            ),
+            "job_types.a.estimated_input_tokens",
+            "required, since model 'claude' limits input and output tokens apart",
+        ),
+        (
+            minimal(
+                models={"claude": {"input_tokens_per_minute": 1}},
+                job_types={"a": {"estimated_tokens": 10, "estimated_input_tokens": 6}},
+            ),
+            "job_types.a.estimated_output_tokens",
+            "required, since model 'claude' limits input and output tokens apart",
+        ),
+        (
+            minimal(
+                models={"claude": {"output_tokens_per_minute": 1}},
+                job_types={"a": {"estimated_tokens": 10, "estimated_input_tokens": 6}},
+            ),
+            "job_types.a.estimated_output_tokens",
+            "required, since model 'claude' limits input and output tokens apart",
+        ),
     ],
 )
 def test_errors_name_the_field(data: dict[str, Any], field: str, why: str) -> None:

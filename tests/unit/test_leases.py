@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from rlservice.capacity.leases import Lease, LeaseTable
+from rlservice.types import Estimate
 
 
 def lease(lease_id: str, job_id: str = "", model: str = "m") -> Lease:
@@ -13,8 +14,7 @@ def lease(lease_id: str, job_id: str = "", model: str = "m") -> Lease:
         job_id=job_id,
         job_type="summary",
         model=model,
-        tokens=10_000,
-        requests=1,
+        estimate=Estimate(10_000, 1),
         minute_window=1,
         day_window=0,
         expires_at_ms=300_000,

@@ -12,17 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlservice.capacity.pools import NO_PENDING, UNBOUNDED_SLOTS, Pending, Pool, compute_pool
-from rlservice.types import ModelLimits, Snapshot
+from rlservice.types import DIMS, RATE_DIMS, Estimate, ModelLimits, Snapshot
 
-from .helpers import ZERO, Quad, limits, model_limits, preset, snapshot, tokens
-
-
-def per_dim(t: int, r: int) -> Quad:
-    return (t, r, t, r)
+from .helpers import ZERO, Quad, avg, dims, limits, model_limits, preset, snapshot, tokens
 
 
-def add(a: Quad, b: Quad, sign: int = 1) -> Quad:
-    return (a[0] + sign * b[0], a[1] + sign * b[1], a[2] + sign * b[2], a[3] + sign * b[3])
+def per_dim(t: int, r: int, i: int = 0, o: int = 0) -> Quad:
+    return Estimate(t, r, i, o).per_dim()
+
+
+def add(a: Quad, b: Quad) -> Quad:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Ledger:
         )
 
     def pool(self, inst: int, avg_tokens: int = 1, avg_requests: int = 1) -> Pool:
-        return compute_pool(self.lim, self.snap(inst), avg_tokens, avg_requests, lend=self.lend)
+        return compute_pool(self.lim, self.snap(inst), avg(avg_tokens, avg_requests), lend=self.lend)
 
     def admits(self, inst: int, e: Quad) -> bool:
         n = max(len(self.leases), 1)
@@ -114,8 +114,7 @@ class Ledger:
         used = est if actual is None else actual
         self.settled = add(self.settled, used)
         self.used[inst] = add(self.used.get(inst, ZERO), used)
-        over = [max(0, u - e) for u, e in zip(used, est, strict=True)]
-        self.overage = add(self.overage, (over[0], over[1], over[2], over[3]))
+        self.overage = add(self.overage, tuple(max(0, u - e) for u, e in zip(used, est, strict=True)))
 
     def join(self, inst: int) -> None:
         self.leases[inst] = []
@@ -159,7 +158,7 @@ A, B = 0, 1
 
 
 def seed(settled: int, limit: int = 100_000, n: int = 2) -> Pool:
-    return compute_pool(limits(tpm=limit), snapshot(n, settled=tokens(settled)), 10_000, 1)
+    return compute_pool(limits(tpm=limit), snapshot(n, settled=tokens(settled)), avg(10_000, 1))
 
 
 def test_fresh_window_gives_each_instance_half() -> None:
@@ -215,17 +214,17 @@ def test_overages_one_after_another_until_an_estimate_no_longer_fits() -> None:
 
 
 def test_two_estimates_average_to_six_slots() -> None:
-    pool = compute_pool(TPM_100K, snapshot(2), avg_tokens=7_500, avg_requests=1)
+    pool = compute_pool(TPM_100K, snapshot(2), avg(7_500, 1))
     assert (pool.rates[0], pool.total_slots) == (50_000, 6)
 
 
 def test_concurrency_three_instances() -> None:
-    pool = compute_pool(limits(concurrent=100), snapshot(3), avg_tokens=1_000, avg_requests=1)
+    pool = compute_pool(limits(concurrent=100), snapshot(3), avg(1_000, 1))
     assert (pool.max_concurrent, pool.total_slots, pool.concurrent_room) == (33, 33, 33)
 
 
 def test_rpm_limits_before_tpm() -> None:
-    pool = compute_pool(limits(tpm=100_000, rpm=6), snapshot(2), avg_tokens=7_500, avg_requests=1)
+    pool = compute_pool(limits(tpm=100_000, rpm=6), snapshot(2), avg(7_500, 1))
     assert pool.rates[:2] == (50_000, 3)
     assert pool.total_slots == 3
 
@@ -244,8 +243,8 @@ def test_an_open_lease_moves_no_pool() -> None:
 
 
 def test_unlimited_dimensions_stay_none() -> None:
-    pool = compute_pool(limits(rpd=10), snapshot(1), avg_tokens=1, avg_requests=1)
-    assert pool.rates == pool.capacity == pool.room == (None, None, None, 10)
+    pool = compute_pool(limits(rpd=10), snapshot(1), avg(1, 1))
+    assert pool.rates == pool.capacity == pool.room == (None, None, None, 10, None, None)
     assert pool.max_concurrent is pool.concurrent_capacity is pool.concurrent_room is None
 
 
@@ -275,8 +274,8 @@ PRESET_SLOTS = [
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_preset_slots(name: str, model: str, expected: tuple[int, int, int], n: int) -> None:
     settings = preset(name)
-    avg_t, avg_r = settings.average_estimates()
-    pool = compute_pool(model_limits(settings, model), snapshot(n), avg_t, avg_r)
+    averages = settings.average_estimates()
+    pool = compute_pool(model_limits(settings, model), snapshot(n), averages)
     assert pool.total_slots == expected[n - 1]
 
 
@@ -291,18 +290,18 @@ def test_preset_slots(name: str, model: str, expected: tuple[int, int, int], n: 
 )
 def test_preset_pool_per_dimension_with_two_instances(name: str, model: str, dim: int, per_instance: int) -> None:
     settings = preset(name)
-    avg_t, avg_r = settings.average_estimates()
-    pool = compute_pool(model_limits(settings, model), snapshot(2), avg_t, avg_r)
+    averages = settings.average_estimates()
+    pool = compute_pool(model_limits(settings, model), snapshot(2), averages)
     assert pool.rates[dim] == per_instance
-    assert [r for i, r in enumerate(pool.rates) if i != dim] == [None, None, None]
+    assert [r for i, r in enumerate(pool.rates) if i != dim] == [None] * (len(RATE_DIMS) - 1)
 
 
 def test_slots_are_exact_when_the_pool_is_a_multiple_of_the_average() -> None:
     # The default preset's requests average 11 / 5 = 2.2; 66 / 2.2 is exactly 30 slots, but 66 / 2.2
     # in floats is 29.999999999999996.
     settings = preset("default")
-    avg_t, avg_r = settings.average_estimates()
-    pool = compute_pool(limits(rpm=66), snapshot(1), avg_t, avg_r)
+    averages = settings.average_estimates()
+    pool = compute_pool(limits(rpm=66), snapshot(1), averages)
     assert pool.total_slots == 30
 
 
@@ -369,10 +368,10 @@ def test_a_pool_can_read_more_than_the_global_check_lets_through() -> None:
 
 def test_overage_never_makes_a_pool_or_a_room_negative() -> None:
     lim = limits(tpm=100_000, rpm=100)
-    own_over = compute_pool(lim, snapshot(2, open=(70_000, 10, 0, 0), own_open=(70_000, 10, 0, 0)), 10_000, 1)
+    own_over = compute_pool(lim, snapshot(2, open=dims(70_000, 10), own_open=dims(70_000, 10)), avg(10_000, 1))
     assert own_over.rates[:2] == (50_000, 50)
     assert own_over.room[:2] == (0, 40)
-    everyone_over = compute_pool(lim, snapshot(2, settled=(130_000, 10, 0, 0), own_open=ZERO), 10_000, 1)
+    everyone_over = compute_pool(lim, snapshot(2, settled=dims(130_000, 10), own_open=ZERO), avg(10_000, 1))
     assert everyone_over.rates[:2] == (0, 45)
     assert everyone_over.room[:2] == (0, 45)
     assert everyone_over.total_slots == 0
@@ -380,53 +379,52 @@ def test_overage_never_makes_a_pool_or_a_room_negative() -> None:
 
 def test_concurrency_share_and_global_cap() -> None:
     lim = limits(concurrent=10)
-    pool = compute_pool(lim, snapshot(2, inflight_total=7, own_inflight=2), 1, 1)
+    pool = compute_pool(lim, snapshot(2, inflight_total=7, own_inflight=2), avg(1, 1))
     # The reported share does not move with in-flight; what may still start does.
     assert (pool.max_concurrent, pool.total_slots) == (5, 5)
     assert pool.concurrent_room == 3
-    crowded = compute_pool(lim, snapshot(2, inflight_total=9, own_inflight=1), 1, 1)
+    crowded = compute_pool(lim, snapshot(2, inflight_total=9, own_inflight=1), avg(1, 1))
     assert crowded.concurrent_room == 1
-    over = compute_pool(lim, snapshot(2, inflight_total=6, own_inflight=6), 1, 1)
+    over = compute_pool(lim, snapshot(2, inflight_total=6, own_inflight=6), avg(1, 1))
     assert over.concurrent_room == 0
 
 
 def test_pending_attempts_count_as_own_and_total() -> None:
     lim = limits(tpm=100_000, concurrent=10)
-    pending = NO_PENDING.add(20_000, 2, 2)
-    pool = compute_pool(lim, snapshot(2), 10_000, 1, pending=pending)
+    pending = NO_PENDING.add(Estimate(10_000, 1), 2)
+    pool = compute_pool(lim, snapshot(2), avg(10_000, 1), pending=pending)
     assert (pool.rates[0], pool.max_concurrent) == (50_000, 5)
     assert (pool.room[0], pool.concurrent_room) == (30_000, 3)
-    tight = compute_pool(lim, snapshot(2, open=tokens(75_000)), 10_000, 1, pending=pending)
+    tight = compute_pool(lim, snapshot(2, open=tokens(75_000)), avg(10_000, 1), pending=pending)
     assert tight.room[0] == 5_000
-    full = compute_pool(lim, snapshot(2, inflight_total=8), 10_000, 1, pending=pending)
+    full = compute_pool(lim, snapshot(2, inflight_total=8), avg(10_000, 1), pending=pending)
     assert full.concurrent_room == 0
 
 
 def test_pending_adds_and_undoes() -> None:
-    p = Pending().add(100, 1, 1).add(50, 2, 1)
-    assert p == Pending(150, 3, 2)
-    assert p.per_dim() == (150, 3, 150, 3)
-    assert p.add(-150, -3, -2) == NO_PENDING
+    p = Pending().add(Estimate(100, 1, 60, 40), 1).add(Estimate(50, 2), 1)
+    assert p == Pending((150, 3, 150, 3, 60, 40), 2)
+    assert p.add(Estimate(100, 1, 60, 40), -1).add(Estimate(50, 2), -1) == NO_PENDING
 
 
 def test_day_and_minute_dimensions_are_independent() -> None:
     lim = limits(tpm=1_000, tpd=10_000)
-    snap = snapshot(1, settled=(500, 0, 8_000, 0), open=(400, 0, 400, 0), own_open=(400, 0, 400, 0))
-    pool = compute_pool(lim, snap, 100, 1)
+    snap = snapshot(1, settled=dims(500, 0, 8_000), open=dims(400, 0, 400), own_open=dims(400, 0, 400))
+    pool = compute_pool(lim, snap, avg(100, 1))
     assert (pool.rates[0], pool.rates[2]) == (500, 2_000)
     assert (pool.room[0], pool.room[2]) == (100, 1_600)
     assert pool.total_slots == 5
 
 
 def test_no_live_instance_is_counted_as_one() -> None:
-    pool = compute_pool(limits(tpm=100), snapshot(0), 10, 1)
+    pool = compute_pool(limits(tpm=100), snapshot(0), avg(10, 1))
     assert pool.rates[0] == pool.room[0] == 100
 
 
 def test_zero_estimates_leave_slots_unbounded() -> None:
-    pool = compute_pool(limits(tpm=100), snapshot(1), avg_tokens=0, avg_requests=1)
+    pool = compute_pool(limits(tpm=100), snapshot(1), avg(0, 1))
     assert pool.total_slots == UNBOUNDED_SLOTS
-    conc = compute_pool(limits(tpm=100, concurrent=4), snapshot(1), avg_tokens=0, avg_requests=1)
+    conc = compute_pool(limits(tpm=100, concurrent=4), snapshot(1), avg(0, 1))
     assert conc.total_slots == 4
 
 
@@ -495,30 +493,32 @@ def test_a_lender_over_its_share_takes_nothing_until_back_within_it() -> None:
 
 def test_lending_concurrency() -> None:
     lim = limits(concurrent=10)
-    pool = compute_pool(lim, snapshot(2, inflight_total=7, own_inflight=7, waiters=1, own_waiting=1), 1, 1, lend=True)
+    pool = compute_pool(
+        lim, snapshot(2, inflight_total=7, own_inflight=7, waiters=1, own_waiting=1), avg(1, 1), lend=True
+    )
     assert (pool.max_concurrent, pool.concurrent_capacity, pool.concurrent_room) == (5, 10, 3)
-    waited = compute_pool(lim, snapshot(2, inflight_total=7, own_inflight=7, waiters=2, own_waiting=1), 1, 1, lend=True)
+    waited = compute_pool(
+        lim, snapshot(2, inflight_total=7, own_inflight=7, waiters=2, own_waiting=1), avg(1, 1), lend=True
+    )
     assert (waited.concurrent_capacity, waited.concurrent_room) == (5, 0)
 
 
 def test_lending_off_keeps_the_share_whoever_waits() -> None:
-    pool = compute_pool(TPM_100K, snapshot(2), 10_000, 1, lend=False)
+    pool = compute_pool(TPM_100K, snapshot(2), avg(10_000, 1), lend=False)
     assert not pool.lending
     assert (pool.room[0], pool.capacity_slots) == (50_000, 5)
 
 
 # ----- properties ---------------------------------------------------------------------------
 
-DIMS = ("tpm", "rpm", "tpd", "rpd")
-
 
 @st.composite
 def model_limits_strategy(draw: st.DrawFn, max_rate: int = 2_000_000, max_concurrent: int = 500) -> ModelLimits:
-    rates = [draw(st.one_of(st.none(), st.integers(1, max_rate))) for _ in DIMS]
+    rates = tuple(draw(st.one_of(st.none(), st.integers(1, max_rate))) for _ in RATE_DIMS)
     concurrent = draw(st.one_of(st.none(), st.integers(1, max_concurrent)))
     if all(r is None for r in rates) and concurrent is None:
         concurrent = draw(st.integers(1, max_concurrent))
-    return ModelLimits(rates=(rates[0], rates[1], rates[2], rates[3]), max_concurrent=concurrent)
+    return ModelLimits(rates=rates, max_concurrent=concurrent)
 
 
 Op = tuple[str, int, int, int]
@@ -541,7 +541,7 @@ def check_room_agrees(ledger: Ledger, e: Quad) -> None:
 
 
 # Small limits against estimates of their order make the window fill up. Estimates start at 1 in
-# every dimension.
+# every dimension but input and output tokens, which split the tokens.
 @settings(deadline=None, max_examples=300)
 @given(
     model_limits_strategy(max_rate=500, max_concurrent=20),
@@ -561,7 +561,9 @@ def test_no_sequence_of_acquires_releases_joins_deaths_and_waiters_over_commits(
     for kind, pick, amount, small in ops:
         live = sorted(ledger.leases)
         inst = live[pick % len(live)] if live else 0
-        e = per_dim(amount, small)
+        # Jobs all input, all output or between: 0, 1/3, 2/3 or all of the tokens are input.
+        part = amount * (pick % 4) // 3
+        e = per_dim(amount, small, part, amount - part)
         check_room_agrees(ledger, e)
         if kind == "join" or not live:
             ledger.join(next_id)
@@ -576,8 +578,7 @@ def test_no_sequence_of_acquires_releases_joins_deaths_and_waiters_over_commits(
             held = ledger.leases[inst]
             if held:
                 est = held[amount % len(held)]
-                used = tuple(x * (amount % (max_percent + 1)) // 100 for x in est)
-                ledger.release(inst, amount, (used[0], used[1], used[2], used[3]))
+                ledger.release(inst, amount, tuple(x * (amount % (max_percent + 1)) // 100 for x in est))
         else:
             ledger.acquire(inst, e)
         ledger.check()
@@ -612,16 +613,24 @@ def test_as_many_jobs_as_slots_start_and_the_next_one_waits(
     assert started == slots
 
 
-@given(model_limits_strategy(), st.integers(1, 6), st.integers(1, 20_000), st.integers(1, 20))
-def test_fresh_window_is_the_seed_formula(lim: ModelLimits, n: int, avg_t: int, avg_r: int) -> None:
-    pool = compute_pool(lim, snapshot(n), avg_t, avg_r)
+@given(
+    model_limits_strategy(),
+    st.integers(1, 6),
+    st.integers(1, 20_000),
+    st.integers(1, 20),
+    st.integers(1, 20_000),
+    st.integers(1, 20_000),
+)
+def test_fresh_window_is_the_seed_formula(
+    lim: ModelLimits, n: int, avg_t: int, avg_r: int, avg_i: int, avg_o: int
+) -> None:
+    pool = compute_pool(lim, snapshot(n), avg(avg_t, avg_r, avg_i, avg_o))
     for d, limit in enumerate(lim.rates):
         assert pool.rates[d] == (None if limit is None else limit // n)
     if lim.max_concurrent is not None:
         assert pool.max_concurrent == lim.max_concurrent // n
-    expected = [
-        (limit // n) // (avg_t if d in (0, 2) else avg_r) for d, limit in enumerate(lim.rates) if limit is not None
-    ]
+    per_kind = (avg_t, avg_r, avg_i, avg_o)
+    expected = [(limit // n) // per_kind[DIMS[d].kind] for d, limit in enumerate(lim.rates) if limit is not None]
     if lim.max_concurrent is not None:
         expected.append(lim.max_concurrent // n)
     assert pool.total_slots == min(expected)
@@ -638,7 +647,7 @@ def test_the_reported_pool_moves_with_settled_usage_and_n_only(
     limit: int, settled: int, open_: int, own: int, n: int
 ) -> None:
     snap = snapshot(n, settled=tokens(settled), open=tokens(open_ + own), own_open=tokens(own))
-    pool = compute_pool(limits(tpm=limit), snap, 1, 1)
+    pool = compute_pool(limits(tpm=limit), snap, avg(1, 1))
     assert pool.rates[0] == max(0, limit - settled) // n
     assert pool.room[0] == max(0, min(pool.rates[0] - own, limit - settled - open_ - own))
 
@@ -652,7 +661,7 @@ def test_the_reported_pool_moves_with_settled_usage_and_n_only(
 def test_slots_are_the_exact_floor_for_any_average(tokens: list[int], requests: list[int], limit: int, n: int) -> None:
     avg_t = Fraction(sum(tokens), len(tokens))
     avg_r = Fraction(sum(requests), len(requests))
-    pool = compute_pool(limits(tpm=limit, rpd=limit), snapshot(n), avg_t, avg_r)
+    pool = compute_pool(limits(tpm=limit, rpd=limit), snapshot(n), avg(avg_t, avg_r))
     share = limit // n
     expected = [share * len(tokens) // sum(tokens)] if sum(tokens) else []
     if sum(requests):

@@ -10,7 +10,7 @@ from rlservice.capacity.pools import Pool, compute_pool
 from rlservice.capacity.rolling import first_fit_ms, full_in_ms, refilled
 from rlservice.types import ModelLimits, Snapshot
 
-from .helpers import snapshot, tokens
+from .helpers import avg, snapshot, tokens
 
 TPM, JOB = 120_000, 10_000
 LIMITS = ModelLimits(rates=(TPM, None, None, None), max_concurrent=None, rolling=True)
@@ -23,7 +23,7 @@ def state(at_s: float, level: int, open: int, own_open: int) -> Snapshot:
 
 
 def pool(snap: Snapshot) -> Pool:
-    return compute_pool(LIMITS, snap, Fraction(JOB), Fraction(1))
+    return compute_pool(LIMITS, snap, avg(Fraction(JOB), Fraction(1)))
 
 
 def level(snap: Snapshot) -> int:

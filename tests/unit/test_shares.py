@@ -11,14 +11,23 @@ from hypothesis import strategies as st
 
 from rlservice.capacity.pools import compute_pool
 from rlservice.capacity.shares import TypeUse, allocated_slots, load_of, may_take, memory_slots, scaled
+from rlservice.types import NO_AMOUNTS, Estimate
 
-from .helpers import limits, model_limits, pool_of, preset, snapshot, tokens
+from .helpers import avg, limits, model_limits, pool_of, preset, snapshot, tokens
 
-IDLE = TypeUse((0, 0, 0, 0), 0, 0)
+IDLE = TypeUse(NO_AMOUNTS, 0, 0)
 
 
-def use(jobs: int, tokens: int = 0, requests: int = 0, all_models: int | None = None) -> TypeUse:
-    return TypeUse((tokens, requests, tokens, requests), jobs, jobs if all_models is None else all_models)
+def use(
+    jobs: int,
+    tokens: int = 0,
+    requests: int = 0,
+    all_models: int | None = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+) -> TypeUse:
+    held = Estimate(tokens, requests, input_tokens, output_tokens).per_dim()
+    return TypeUse(held, jobs, jobs if all_models is None else all_models)
 
 
 # ----- slots --------------------------------------------------------------------------------
@@ -41,15 +50,15 @@ def test_slots_divide_the_pool_not_what_is_left_of_it() -> None:
     # An open lease moves no pool: the instance's 5 slots stay 5 while it holds 3 jobs, so a type's
     # allocation does not shrink or grow as it fills them.
     lim = limits(tpm=100_000)
-    fresh = compute_pool(lim, snapshot(2), 10_000, 1)
-    busy = compute_pool(lim, snapshot(2, open=tokens(30_000), own_open=tokens(30_000), own_inflight=3), 10_000, 1)
+    fresh = compute_pool(lim, snapshot(2), avg(10_000, 1))
+    busy = compute_pool(lim, snapshot(2, open=tokens(30_000), own_open=tokens(30_000), own_inflight=3), avg(10_000, 1))
     assert fresh.capacity_slots == busy.capacity_slots == 5
     assert allocated_slots(fresh, 0.6, 1, None) == allocated_slots(busy, 0.6, 1, None) == 3
 
 
 def test_lent_capacity_is_divided_by_the_same_ratios() -> None:
     # Lending with the other instance idle: the instance may hold the whole 100 000, 10 slots.
-    pool = compute_pool(limits(tpm=100_000), snapshot(2, waiters=1, own_waiting=1), 10_000, 1, lend=True)
+    pool = compute_pool(limits(tpm=100_000), snapshot(2, waiters=1, own_waiting=1), avg(10_000, 1), lend=True)
     assert (pool.total_slots, pool.capacity_slots) == (5, 10)
     assert [allocated_slots(pool, r, 1, None) for r in (0.6, 0.4)] == [6, 4]
 
@@ -84,59 +93,71 @@ def test_memory_caps_slots_even_below_min_capacity() -> None:
 
 def test_takes_while_its_window_jobs_are_below_allocated() -> None:
     pool = pool_of(capacity_slots=10)
-    assert may_take(pool, 0.4, use(3), 1, 1, 1, None)
-    assert not may_take(pool, 0.4, use(4), 1, 1, 1, None)
+    assert may_take(pool, 0.4, use(3), Estimate(1, 1), 1, None)
+    assert not may_take(pool, 0.4, use(4), Estimate(1, 1), 1, None)
 
 
 def test_per_dimension_budget_is_the_ratio_of_what_the_instance_may_hold() -> None:
     # The instance may hold 50 000: the type's budget at 0.6 is 30 000 of open estimates.
     pool = pool_of(capacity_slots=100, capacity=(50_000, None, None, None))
-    assert may_take(pool, 0.6, use(2, tokens=20_000), 10_000, 1, 1, None)
-    assert not may_take(pool, 0.6, use(2, tokens=20_001), 10_000, 1, 1, None)
+    assert may_take(pool, 0.6, use(2, tokens=20_000), Estimate(10_000, 1), 1, None)
+    assert not may_take(pool, 0.6, use(2, tokens=20_001), Estimate(10_000, 1), 1, None)
 
 
 def test_request_dimensions_use_the_request_estimate() -> None:
     pool = pool_of(capacity_slots=100, capacity=(None, 100, None, 40))
-    assert may_take(pool, 0.5, use(1, requests=15), 1, 5, 1, None)
-    assert not may_take(pool, 0.5, use(1, requests=16), 1, 5, 1, None)
+    assert may_take(pool, 0.5, use(1, requests=15), Estimate(1, 5), 1, None)
+    assert not may_take(pool, 0.5, use(1, requests=16), Estimate(1, 5), 1, None)
 
 
 def test_day_dimensions_are_checked_too() -> None:
     pool = pool_of(capacity_slots=100, capacity=(None, None, 1_000, None))
-    assert may_take(pool, 0.5, use(1, tokens=400), 100, 1, 1, None)
-    assert not may_take(pool, 0.5, use(1, tokens=401), 100, 1, 1, None)
+    assert may_take(pool, 0.5, use(1, tokens=400), Estimate(100, 1), 1, None)
+    assert not may_take(pool, 0.5, use(1, tokens=401), Estimate(100, 1), 1, None)
+
+
+def test_input_and_output_dimensions_use_the_part_estimates() -> None:
+    # The instance may hold 50 000 input and 10 000 output tokens: at 0.5 the type's budgets are
+    # 25 000 and 5 000 of open estimates.
+    pool = pool_of(capacity_slots=100, capacity=(None, None, None, None, 50_000, 10_000))
+    reading = Estimate(21_000, 1, 20_000, 1_000)
+    assert may_take(pool, 0.5, use(1, input_tokens=5_000, output_tokens=4_000), reading, 1, None)
+    assert not may_take(pool, 0.5, use(1, input_tokens=5_001), reading, 1, None)
+    assert not may_take(pool, 0.5, use(1, output_tokens=4_001), reading, 1, None)
+    # Tokens are not limited here: 21 000 of them fit whatever is held.
+    assert may_take(pool, 0.5, use(1, tokens=10**9), reading, 1, None)
 
 
 def test_the_instances_room_binds_even_when_the_type_fits() -> None:
     # The type's budget would allow 10 000 more, but the instance may take only 9 999 now.
     capacity = (50_000, None, None, None)
-    assert may_take(pool_of(100, capacity, room=(10_000, None, None, None)), 0.5, IDLE, 10_000, 1, 1, None)
-    assert not may_take(pool_of(100, capacity, room=(9_999, None, None, None)), 0.5, IDLE, 10_000, 1, 1, None)
+    assert may_take(pool_of(100, capacity, room=(10_000, None, None, None)), 0.5, IDLE, Estimate(10_000, 1), 1, None)
+    assert not may_take(pool_of(100, capacity, room=(9_999, None, None, None)), 0.5, IDLE, Estimate(10_000, 1), 1, None)
     requests = pool_of(100, (None, 10, None, 10), room=(None, 10, None, 2))
-    assert may_take(requests, 1.0, IDLE, 1, 2, 1, None)
-    assert not may_take(requests, 1.0, IDLE, 1, 3, 1, None)
+    assert may_take(requests, 1.0, IDLE, Estimate(1, 2), 1, None)
+    assert not may_take(requests, 1.0, IDLE, Estimate(1, 3), 1, None)
 
 
 def test_no_concurrent_room_takes_nothing() -> None:
-    assert may_take(pool_of(capacity_slots=10, concurrent_room=1), 1.0, IDLE, 1, 1, 1, None)
-    assert not may_take(pool_of(capacity_slots=10, concurrent_room=0), 1.0, IDLE, 1, 1, 1, None)
+    assert may_take(pool_of(capacity_slots=10, concurrent_room=1), 1.0, IDLE, Estimate(1, 1), 1, None)
+    assert not may_take(pool_of(capacity_slots=10, concurrent_room=0), 1.0, IDLE, Estimate(1, 1), 1, None)
 
 
 def test_below_min_capacity_skips_the_per_dimension_budget_but_not_the_room() -> None:
     pool = pool_of(capacity_slots=100, capacity=(1_000, None, None, None), room=(10_000, None, None, None))
     big = 8_000
-    assert may_take(pool, 0.1, use(0, tokens=5_000), big, 1, 1, None)
-    assert may_take(pool, 0.1, use(1, tokens=5_000), big, 1, 2, None)
-    assert not may_take(pool, 0.1, use(2, tokens=5_000), big, 1, 2, None)
-    assert not may_take(pool, 0.1, use(1, tokens=5_000), big, 1, 1, None)
+    assert may_take(pool, 0.1, use(0, tokens=5_000), Estimate(big, 1), 1, None)
+    assert may_take(pool, 0.1, use(1, tokens=5_000), Estimate(big, 1), 2, None)
+    assert not may_take(pool, 0.1, use(2, tokens=5_000), Estimate(big, 1), 2, None)
+    assert not may_take(pool, 0.1, use(1, tokens=5_000), Estimate(big, 1), 1, None)
     # The foothold never passes the ledger's checks.
-    assert not may_take(pool, 0.1, use(0), 10_001, 1, 1, None)
+    assert not may_take(pool, 0.1, use(0), Estimate(10_001, 1), 1, None)
 
 
 def test_memory_counts_in_flight_on_every_model() -> None:
     pool = pool_of(capacity_slots=100)
-    assert may_take(pool, 0.5, use(0, all_models=4), 1, 1, 1, 5)
-    assert not may_take(pool, 0.5, use(0, all_models=5), 1, 1, 1, 5)
+    assert may_take(pool, 0.5, use(0, all_models=4), Estimate(1, 1), 1, 5)
+    assert not may_take(pool, 0.5, use(0, all_models=5), Estimate(1, 1), 1, 5)
 
 
 # ----- memory -------------------------------------------------------------------------------
@@ -157,8 +178,8 @@ def test_memory_slots_of_slot_calc_memory() -> None:
 def test_memory_decides_on_slot_calc_memory(n: int) -> None:
     settings = preset("slotCalc-memory")
     assert settings.memory is not None
-    avg_t, avg_r = settings.average_estimates()
-    pool = compute_pool(model_limits(settings, "test-model"), snapshot(n), avg_t, avg_r)
+    averages = settings.average_estimates()
+    pool = compute_pool(model_limits(settings, "test-model"), snapshot(n), averages)
     assert pool.total_slots >= 3_333
     got = {}
     for name, jt in settings.job_types.items():
@@ -182,13 +203,13 @@ def test_zero_memory_starts_nothing() -> None:
     mem = memory_slots(0, 0.5, 1_024)
     assert mem == 0
     assert allocated_slots(pool, 0.5, 1, mem) == 0
-    assert not may_take(pool, 0.5, IDLE, 1, 1, 1, mem)
+    assert not may_take(pool, 0.5, IDLE, Estimate(1, 1), 1, mem)
 
 
 def test_a_job_larger_than_its_memory_share_never_starts() -> None:
     mem = memory_slots(102_400, 0.5, 60_000)
     assert mem == 0
-    assert not may_take(pool_of(capacity_slots=100), 0.5, IDLE, 1, 1, 1, mem)
+    assert not may_take(pool_of(capacity_slots=100), 0.5, IDLE, Estimate(1, 1), 1, mem)
 
 
 def test_huge_memory_leaves_the_distributed_slots() -> None:
@@ -197,8 +218,8 @@ def test_huge_memory_leaves_the_distributed_slots() -> None:
     assert mem is not None
     assert mem > 10**14
     assert allocated_slots(pool, 0.5, 1, mem) == 20
-    assert may_take(pool, 0.5, use(19), 1, 1, 1, mem)
-    assert not may_take(pool, 0.5, use(20), 1, 1, 1, mem)
+    assert may_take(pool, 0.5, use(19), Estimate(1, 1), 1, mem)
+    assert not may_take(pool, 0.5, use(20), Estimate(1, 1), 1, mem)
 
 
 # ----- load ---------------------------------------------------------------------------------
@@ -237,15 +258,17 @@ def test_types_stay_within_their_budgets_and_the_instance_within_what_it_may_hol
     # check) keeps it within its share (or, lending, the limit) and every type within its ratio.
     limit, n, types, min_capacity, order, lend = setup
     lim = limits(tpm=limit)
-    avg = sum(e for e, _ in types) / len(types)
+    mean = sum(e for e, _ in types) / len(types)
     held = [0] * len(types)
     in_flight = [0] * len(types)
     for t in order:
         estimate, ratio = types[t]
         own = sum(held)
         snap = snapshot(n, open=tokens(own), own_open=tokens(own), own_inflight=sum(in_flight))
-        pool = compute_pool(lim, snap, avg, 1, lend=lend)
-        if may_take(pool, ratio, TypeUse(tokens(held[t]), in_flight[t], in_flight[t]), estimate, 0, min_capacity, None):
+        pool = compute_pool(lim, snap, avg(mean, 1), lend=lend)
+        if may_take(
+            pool, ratio, TypeUse(tokens(held[t]), in_flight[t], in_flight[t]), Estimate(estimate, 0), min_capacity, None
+        ):
             held[t] += estimate
             in_flight[t] += 1
     assert sum(held) <= (limit if lend else limit // n)

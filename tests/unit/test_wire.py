@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
+from rlservice.backend.ledger import KINDS_AT, Ledger
 from rlservice.backend.wire import ClosedLease, parse_event, parse_reply
 from rlservice.types import Outcome, Usage
 
 STATE = struct.Struct(">26q")
+# A model that limits input or output tokens apart: 8 integers more.
+KINDS_STATE = struct.Struct(">34q")
 
 
 def closed_lines(
@@ -21,9 +25,11 @@ def closed_lines(
 ) -> list[str]:
     """A closed record: id, owner, model, job type, windows, estimates (1000 tokens, 1 request),
     expiry, job id, outcome, same, expired, refunded, tracked, input, output, cached, requests,
-    paused until, external tokens, external requests, closed at."""
+    paused until, external tokens, external requests, closed at, estimated input and output tokens
+    (600, 400)."""
     body = ["A/l1", "A", "gpt", "small", "100", "2", "1000", "1", "6000000", "job-1"]
-    return [*body, str(outcome), same, "0", refunded, tracked, *(str(v) for v in (*actual, *provider, closed_at))]
+    rest = (*actual, *provider, closed_at, 600, 400)
+    return [*body, str(outcome), same, "0", refunded, tracked, *(str(v) for v in rest)]
 
 
 def test_a_release_below_the_estimate_is_refunded() -> None:
@@ -44,6 +50,7 @@ def test_a_release_below_the_estimate_is_refunded() -> None:
         1000,
         1,
     )
+    assert (closed.estimate_input_tokens, closed.estimate_output_tokens, closed.expires_at_ms) == (600, 400, 6_000_000)
 
 
 def test_an_overage_counts_even_when_the_window_has_closed() -> None:
@@ -76,22 +83,42 @@ def test_unknown_usage_settles_the_estimate() -> None:
 
 
 def test_a_call_reply_carries_states_then_one_text_per_operation() -> None:
-    state = tuple(range(26))
-    raw = [9, 1234, 1, b"gpt", STATE.pack(*state), b"granted\n5000", b"denied"]
-    call = parse_reply(raw)
+    raw = [9, 1234, 2, b"gpt", STATE.pack(*range(26)), b"claude", KINDS_STATE.pack(*range(34))]
+    call = parse_reply([*raw, b"granted\n5000", b"denied"])
     assert call.replies == [["granted", "5000"], ["denied"]]
     snap = call.snapshots.get("gpt")
     assert snap is not None
     assert (snap.seq, snap.now_ms, snap.minute_window, snap.own_waiting) == (9, 1234, 0, 22)
     assert (snap.paused_until_ms, snap.external) == (23, (24, 25))
+    # A model without input and output limits has none of their integers: they read 0.
+    assert (snap.settled[4:], snap.open[4:], snap.own_open[4:], snap.own_settled[4:]) == ((0, 0),) * 4
+    kinds = call.snapshots.get("claude")
+    assert kinds is not None
+    assert (kinds.settled[4:], kinds.open[4:], kinds.own_open[4:], kinds.own_settled[4:]) == (
+        (26, 27),
+        (28, 29),
+        (30, 31),
+        (32, 33),
+    )
     assert call.snapshots.get("other") is None
 
 
 def test_an_event_keeps_its_packed_states_apart_from_its_lines() -> None:
-    # Packed integers may hold line breaks (10 is "\n"): the states are read by their size.
-    state = (10,) * 26
-    lines = ["change", "7", "B", "1", "gpt", "1", *closed_lines(1, (10, 0, 0, 1)), "1", "C"]
-    event = parse_event(("\n".join(lines) + "\n").encode() + STATE.pack(*state))
+    # Packed integers may hold line breaks (10 is "\n"): the states are read by their size, which
+    # the line after each model's name gives (1: with input and output tokens).
+    plain, kinds = (10,) * 26, (10,) * 34
+    lines = ["change", "7", "B", "2", "claude", "1", "gpt", "0", "1", *closed_lines(1, (10, 0, 0, 1)), "1", "C"]
+    body = ("\n".join(lines) + "\n").encode() + KINDS_STATE.pack(*kinds) + STATE.pack(*plain)
+    event = parse_event(body)
     assert (event.kind, event.seq, event.owner, event.gone) == ("change", 7, "B", ["C"])
-    assert event.states == {"gpt": state}
+    assert event.states == {"claude": kinds, "gpt": plain}
     assert [c.lease_id for c in event.closed] == ["A/l1"]
+
+
+def test_the_script_holds_the_token_kinds_part_inside_model() -> None:
+    text = Ledger._script_text()
+    kinds = (Path(__file__).resolve().parents[2] / "rlservice" / "backend" / "scripts" / "kinds.lua").read_text()
+    assert KINDS_AT not in text
+    assert text.count(kinds) == 1
+    # Inside model(): made only for a model that limits input or output tokens apart.
+    assert text.index("local function model(") < text.index(kinds) < text.index("local function flush_window(")

@@ -12,12 +12,13 @@ end
 -- Replies granted, expires_at | denied | existing, lease_id, the lease's open record
 --       | unregistered | unknown_model
 -- lend = '1' lets the instance borrow what idle instances leave; peek = '1' only looks (the job id
--- and the state), no grant.
-OPS.acquire = function(name, job_id, job_type, lease_id, est_t, est_r, ttl, lend, peek)
+-- and the state), no grant. est_i, est_o: the estimated input and output tokens, given only for a
+-- model that limits them (kinds.lua; absent: 0).
+OPS.acquire = function(name, job_id, job_type, lease_id, est_t, est_r, ttl, lend, peek, est_i, est_o)
   if not registered() then return 'unregistered' end
   local m = model(name)
   local t, r = tonumber(est_t), tonumber(est_r)
-  if not m or peek == '1' or not fits(m, t, r, lend == '1') then
+  if not m or peek == '1' or not fits(m, t, r, lend == '1', est_i, est_o) then
     local found = existing(job_id)
     if found then return found end
     if not m then return 'unknown_model' end
@@ -36,7 +37,9 @@ OPS.acquire = function(name, job_id, job_type, lease_id, est_t, est_r, ttl, lend
   if b then b.ot, b.oq, b.mot, b.moq, b.tot, b.mine = b.ot + t, b.oq + r, b.mot + t, b.moq + r, true, true end
   m.fl, m.own, m.dirty, m.mine = m.fl + 1, m.own + 1, true, true
   local x = expiry(ttl)
-  redis.call('SET', lkey(lease_id), open_text(ME, name, job_type, est_t, est_r, x, job_id))
+  local text = open_text(ME, name, job_type, est_t, est_r, x, job_id)
+  if m.kinds then text = m.kinds.open(a, text, est_i, est_o) end
+  redis.call('SET', lkey(lease_id), text)
   redis.call('ZADD', xkey(ME), x, lease_id)
   -- An open lease moves nobody's pool: no news.
   CHANGED = true

@@ -24,6 +24,7 @@ local function pack_for(m, inst)
         or redis.call('HMGET', w.key, 'ot:' .. inst, 'or:' .. inst, 'st:' .. inst, 'sr:' .. inst)
       view[kind] = {st = w.st, sr = w.sr, ot = w.ot, oq = w.oq, xt = w.xt, xr = w.xr, mot = tonumber(v[1]) or 0,
                     moq = tonumber(v[2]) or 0, mst = tonumber(v[3]) or 0, msr = tonumber(v[4]) or 0}
+      if w.kinds then w.kinds.view(view[kind], w, inst) end
     end
   end
   if inst ~= '' then
@@ -88,7 +89,7 @@ end
 local function drop_instance(inst)
   for _, name in ipairs(redis.call('SMEMBERS', K_MODELS)) do
     for _, win in ipairs({'m:' .. WM, 'd:' .. WD, 'm:r', 'd:r'}) do
-      redis.call('HDEL', P .. ':w:' .. name .. ':' .. win, 'ot:' .. inst, 'or:' .. inst)
+      redis.call('HDEL', P .. ':w:' .. name .. ':' .. win, 'ot:' .. inst, 'or:' .. inst, 'oi:' .. inst, 'oo:' .. inst)
     end
     local ik = P .. ':model:' .. name
     local f = redis.call('HMGET', ik, inst, 'w:' .. inst)

@@ -2,8 +2,9 @@
 -- lease's model once the release's usage is settled. The provider counts the key for everyone who
 -- uses it, so its word wins: a 429's retry-after pauses the model on every instance, and a
 -- remaining below the ledger's own is usage the ledger never saw, charged to the current minute
--- window (a rolling model: taken from its bucket). fb: retry-after (ms), remaining tokens and requests ('' when not given), the longest
--- pause, the pause of a 429 without retry-after, the tolerance in tokens and in requests.
+-- window (a rolling model: taken from its bucket). fb: retry-after (ms), remaining tokens,
+-- requests, input and output tokens ('' when not given), the longest pause, the pause of a 429
+-- without retry-after, the tolerances in tokens, requests, input and output tokens.
 
 -- The part of the ledger's remaining (limit - committed) the provider says is gone, when it
 -- exceeds the tolerance; 0 otherwise. A provider that says more is left changes nothing.
@@ -19,10 +20,10 @@ end
 -- requests this release charged.
 apply_feedback = function(m, outcome, fb)
   local retry = tonumber(fb[1])
-  if retry == 0 and outcome == '4' then retry = tonumber(fb[5]) end
+  if retry == 0 and outcome == '4' then retry = tonumber(fb[7]) end
   if retry > 0 then
     -- A pause only ever extends.
-    local till = NOW + math.min(retry, tonumber(fb[4]))
+    local till = NOW + math.min(retry, tonumber(fb[6]))
     if till > m.pu then
       m.pu = till
       redis.call('HSET', m.ik, 'pu', till)
@@ -30,14 +31,15 @@ apply_feedback = function(m, outcome, fb)
   end
   local xt, xr, w = 0, 0, m.wm
   if w then
-    xt = gone(m.tpm, w.st + w.ot, fb[2], fb[6])
-    xr = gone(m.rpm, w.sr + w.oq, fb[3], fb[7])
+    xt = gone(m.tpm, w.st + w.ot, fb[2], fb[8])
+    xr = gone(m.rpm, w.sr + w.oq, fb[3], fb[9])
     if xt > 0 or xr > 0 then
       -- Settled, so every instance's pool shrinks by the gap / N.
       w.st, w.sr, w.xt, w.xr, w.tot = w.st + xt, w.sr + xr, w.xt + xt, w.xr + xr, true
       -- xm: the minute they belong to, which a rolling bucket's external usage needs.
       redis.call('HSET', w.key, 'xt', w.xt, 'xr', w.xr, 'xm', WM)
     end
+    if m.kinds then m.kinds.charge(m, fb, gone) end
   end
   return (m.pu > NOW and m.pu or 0) .. '\n' .. xt .. '\n' .. xr
 end

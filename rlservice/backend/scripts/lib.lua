@@ -18,7 +18,8 @@ local MINUTE = 60000
 local DAY = 86400000
 -- A closed lease is kept this long (ms, as text) so that a repeated Release gets the first answer.
 local CLOSED_TTL = '3600000'
--- A model's state, 26 signed 64-bit integers (see pack()).
+-- A model's state, 26 signed 64-bit integers (see pack()), 8 more for a model that limits input or
+-- output tokens apart.
 local STATE = '>i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8'
 local NOW, WM, WD
 do
@@ -30,11 +31,14 @@ local OPS = {}
 -- Applies what a provider said in a Release (feedback.lua).
 local apply_feedback
 
--- Per model: its limits (tpm, rpm, tpd, rpd, conc; 0 = not limited), in flight in total ('_') and
+-- Per model: its limits (tpm, rpm, tpd, rpd, conc; 0 = not limited) and window mode (roll, with the
+-- input and output token limits of a model that has them: kinds.lua), in flight in total ('_') and
 -- per instance (I), instances with waiters ('w', 'w:I'), the Redis time until which a provider's 429
--- pauses it (pu). Per model, window kind (m, d) and window: settled (st, sr) and open (ot, or)
--- totals, per instance open (ot:I, or:I) and settled (st:I, sr:I), and the part of settled that the
--- provider reported and no lease accounts for (external: xt, xr). A lease is one string under lease:ID; each instance's open leases by expiry are in lx:I.
+-- pauses it (pu). Per model, window kind
+-- (m, d) and window: settled (st, sr) and open (ot, or) totals, per instance open (ot:I, or:I) and
+-- settled (st:I, sr:I), and the part of settled that the provider reported and no lease accounts
+-- for (external: xt, xr). A lease is one string under lease:ID; each instance's open leases by
+-- expiry are in lx:I.
 local function lkey(id) return P .. ':lease:' .. id end
 local function xkey(inst) return P .. ':lx:' .. inst end
 
@@ -99,9 +103,17 @@ local function bucket(name, kind, lim_t, lim_r, period)
           mine = false}
 end
 
+-- A per-instance counter of another instance (a lease closed for its owner): changed at once, since
+-- the tables hold only the calling instance's.
+local function other(key, field, by)
+  if by ~= 0 then return redis.call('HINCRBY', key, field, by) end
+end
+
 -- A model as the calling instance sees it: limits, in flight (fl in total, own), instances with
 -- waiters (w) and whether it is one (ow), its current minute (wm) and day (wd) windows where it has
--- such limits; false for a model nobody registered.
+-- such limits; false for a model nobody registered. A model that limits input or output tokens
+-- apart also has kinds (and its minute window too): the functions that move their counters, which
+-- attach() makes (its body is kinds.lua); nil for the others, which never pay for them.
 local function model(name)
   local m = MS[name]
   if m ~= nil then return m end
@@ -118,12 +130,24 @@ local function model(name)
        conc = tonumber(v[5]), fl = tonumber(v[6]) or 0, own = tonumber(v[7]) or 0, w = tonumber(v[8]) or 0,
        ow = v[9] and 1 or 0, pu = tonumber(v[10]) or 0, roll = v[11] == '1', dirty = false, mine = false, wm = false,
        wd = false}
+  -- The window mode of a model that limits input or output tokens apart is followed by those limits
+  -- (register.lua), so that the others read no more than before.
+  local kinds = v[11] and #v[11] > 1
+  if kinds then m.roll = string.sub(v[11], 1, 1) == '1' end
+  local minute = m.tpm > 0 or m.rpm > 0 or kinds
   if m.roll then
-    if m.tpm > 0 or m.rpm > 0 then m.wm = bucket(name, 'm', m.tpm, m.rpm, MINUTE) end
+    if minute then m.wm = bucket(name, 'm', m.tpm, m.rpm, MINUTE) end
     if m.tpd > 0 or m.rpd > 0 then m.wd = bucket(name, 'd', m.tpd, m.rpd, DAY) end
   else
-    if m.tpm > 0 or m.rpm > 0 then m.wm = window(name, 'm', WM, MINUTE) end
+    if minute then m.wm = window(name, 'm', WM, MINUTE) end
     if m.tpd > 0 or m.rpd > 0 then m.wd = window(name, 'd', WD, DAY) end
+  end
+  if kinds then
+    -- Made here, only for such a model; ledger.py puts kinds.lua in its body.
+    local function attach(m, spec)
+      --[[kinds.lua]]
+    end
+    attach(m, v[11])
   end
   MS[name] = m
   return m
@@ -131,6 +155,7 @@ end
 
 local function flush_window(w)
   if not w.tot then return end
+  if w.kinds then w.kinds.flush(w) end
   if w.rolling then
     -- Levels from the counters: limit - settled - open.
     local lt, lr = w.lim_t - w.st - w.ot, w.lim_r - w.sr - w.oq
@@ -176,14 +201,19 @@ end
 --  12..19 day:    the same
 --  20 in flight in total, 21 own in flight, 22 instances with waiters, 23 own waiters (0/1)
 --  24 paused until (Redis ms, 0 when not paused), 25..26 minute: external tokens, requests
+--  27..34 only for a model that limits input or output tokens apart (kinds.lua), the minute's input
+--         and output tokens: settled_i, settled_o, open_i, open_o, own_open_i, own_open_o,
+--         own_settled_i, own_settled_o
 -- A rolling bucket's settled usage is rounded up, so that the level reported is the whole tokens
 -- the bucket holds.
 local function pack(m)
   local a, b = m.wm or NO_WINDOW, m.wd or NO_WINDOW
   local ceil = math.ceil
-  return struct.pack(STATE, m.roll and 0 or WM, m.roll and 0 or WD, live(), ceil(a.st), ceil(a.sr), a.ot, a.oq, a.mot,
-                     a.moq, a.mst, a.msr, ceil(b.st), ceil(b.sr), b.ot, b.oq, b.mot, b.moq, b.mst, b.msr, m.fl, m.own,
-                     m.w, m.ow, m.pu > NOW and m.pu or 0, a.xt, a.xr)
+  local s = struct.pack(STATE, m.roll and 0 or WM, m.roll and 0 or WD, live(), ceil(a.st), ceil(a.sr), a.ot, a.oq,
+                        a.mot, a.moq, a.mst, a.msr, ceil(b.st), ceil(b.sr), b.ot, b.oq, b.mot, b.moq, b.mst, b.msr, m.fl,
+                        m.own, m.w, m.ow, m.pu > NOW and m.pu or 0, a.xt, a.xr)
+  if a.kinds then return s .. a.kinds.pack(a) end
+  return s
 end
 
 -- ----- admission --------------------------------------------------------------------------------
@@ -206,7 +236,7 @@ end
 -- whose own waiters are on record: a job beyond the share first queues and the instance records
 -- that it waits, so that instances whose demand arrives at the same moment first take their own
 -- shares instead of finding them lent away.
-local function fits(m, est_t, est_r, lend)
+local function fits(m, est_t, est_r, lend, est_i, est_o)
   -- A provider's 429 holds the model on every instance (feedback.lua).
   if m.pu > NOW then return false end
   local n = math.max(live(), 1)
@@ -216,6 +246,7 @@ local function fits(m, est_t, est_r, lend)
                 and dim_fits(m.rpm, n, a.sr, a.oq, a.moq, a.msr, est_r, borrow, contended)) then
     return false
   end
+  if m.kinds and not m.kinds.fits(m, n, est_i, est_o, borrow, contended, dim_fits) then return false end
   if b and not (dim_fits(m.tpd, n, b.st, b.ot, b.mot, b.mst, est_t, borrow, contended)
                 and dim_fits(m.rpd, n, b.sr, b.oq, b.moq, b.msr, est_r, borrow, contended)) then
     return false
@@ -230,13 +261,16 @@ end
 -- ----- leases -----------------------------------------------------------------------------------
 
 -- A lease is one string, its fields one a line. Open: 'o', then the body: owner, model, job type,
--- minute and day windows, estimated tokens and requests, expiry, job id. An open lease has no TTL of
--- its own, since its entry in its owner's expiry index always closes it. Closed: 'c', the body, then
--- outcome, same window, expired, refunded, tracked (flags 0/1), the actual usage as reported:
--- input, output, cached tokens, requests, the provider's word: the pause the model is under (0
--- for none) and the external tokens and requests the release charged, and when it closed (Redis
--- ms): with the expiry, the record from which a lease's whole life can be replayed. It is kept a while and answers later Releases; wire.py
--- reads the same lines.
+-- minute and day windows, estimated tokens and requests, expiry, job id; for a model that limits
+-- input or output tokens apart, 'k' instead of 'o' and, after the body, its estimated input and
+-- output tokens (kinds.lua). An open lease has no TTL of its own, since its entry in its owner's
+-- expiry index always closes it. Closed: 'c', the body, then outcome, same window, expired,
+-- refunded, tracked (flags 0/1), the actual usage as reported: input, output, cached tokens,
+-- requests, the provider's word: the pause the model is under (0 for none) and the external tokens
+-- and requests the release charged, when it closed (Redis ms), and the estimated input and output
+-- tokens (0 for a model that does not limit them): with the expiry, the record from which a
+-- lease's whole life can be replayed. It is kept a while and answers later Releases; wire.py reads
+-- the same lines.
 local OPEN = '^o\n(([^\n]*)\n([^\n]*)\n[^\n]*\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*))$'
 local WIN_TEXT  -- the two windows as a lease record holds them, made once a call when needed
 
@@ -252,9 +286,15 @@ local function find_open(id)
   local v = redis.call('GET', lkey(id))
   if not v then return nil, 'unknown' end
   local body, i, m, mw, dw, t, r, x, jid = string.match(v, OPEN)
-  if not body then return nil, 'closed\n' .. id .. '\n' .. string.sub(v, 3) end
+  local parts
+  if not body then
+    -- A lease of a model that limits input or output tokens apart: its two estimates come last.
+    body, i, m, mw, dw, t, r, x, jid, parts = string.match(v,
+      '^k\n(([^\n]*)\n([^\n]*)\n[^\n]*\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*))\n([^\n]*\n[^\n]*)$')
+    if not body then return nil, 'closed\n' .. id .. '\n' .. string.sub(v, 3) end
+  end
   return {id = id, body = body, i = i, m = m, mw = tonumber(mw), dw = tonumber(dw), t = tonumber(t), r = tonumber(r),
-          x = tonumber(x), xs = x, jid = jid}
+          x = tonumber(x), xs = x, jid = jid, parts = parts}
 end
 
 -- Expiry times as text by TTL text, made once a call.
@@ -266,12 +306,6 @@ local function expiry(ttl)
     EXP[ttl] = x
   end
   return x
-end
-
--- A per-instance counter of another instance (a lease closed for its owner): changed at once, since
--- the tables hold only the calling instance's.
-local function other(key, field, by)
-  if by ~= 0 then return redis.call('HINCRBY', key, field, by) end
 end
 
 -- Moves a closing lease's usage in one window kind (w: the model's current window of the kind, or
@@ -335,6 +369,7 @@ local function close_lease(rec, outcome, in_t, out_t, cached_t, req, expired, fe
     if m.wm then
       local s, r = settle_in(m.wm, rec.mw, rec, act_t, act_r, dt, dr)
       same, refunded, tracked = s, r, true
+      if m.kinds then m.kinds.settle(m, rec, outcome, in_t, out_t, cached_t) end
     end
     if m.wd then
       local s, r = settle_in(m.wd, rec.dw, rec, act_t, act_r, dt, dr)
@@ -357,7 +392,7 @@ local function close_lease(rec, outcome, in_t, out_t, cached_t, req, expired, fe
   end
   local closed = rec.body .. '\n' .. outcome .. (same and '\n1\n' or '\n0\n') .. (expired and '1\n' or '0\n')
     .. (refunded and '1\n' or '0\n') .. (tracked and '1\n' or '0\n') .. in_t .. '\n' .. out_t .. '\n' .. cached_t
-    .. '\n' .. req .. '\n' .. fb .. '\n' .. NOW
+    .. '\n' .. req .. '\n' .. fb .. '\n' .. NOW .. '\n' .. (rec.parts or '0\n0')
   redis.call('SET', lkey(rec.id), 'c\n' .. closed, 'PX', CLOSED_TTL)
   redis.call('ZREM', xkey(rec.i), rec.id)
   -- While a lease is open its job id points to it alone.
@@ -370,13 +405,18 @@ end
 local function bump() return redis.call('INCR', K_SEQ) end
 
 -- Events are text, one field a line: origin, kind, seq, owner ('-' for none), the states' models (a
--- count, then one a line), the closed leases (a count, then 23 lines each: the id and the closed
--- record) and the instances gone (a count, then one a line); after the last line's break, the
--- states, packed, in the models' order. The origin is the instance whose call caused the event ('-'
+-- count, then for each its name and '1' when its state has the 8 integers of input and output
+-- tokens, else '0'), the closed leases (a count, then 25 lines each: the id and the closed record)
+-- and the instances gone (a count, then one a line); after the last line's break, the states,
+-- packed, in the models' order. The origin is the instance whose call caused the event ('-'
 -- for none): it can skip the event unread, having the same news in its reply.
 local function publish(origin, kind, q, owner, names, packed, closed, gone)
   local out = {origin, kind, q, owner or '-', #names}
-  for _, v in ipairs(names) do out[#out + 1] = v end
+  for i, v in ipairs(names) do
+    out[#out + 1] = v
+    -- Longer than 26 integers (208 bytes): with input and output tokens.
+    out[#out + 1] = #packed[i] > 208 and '1' or '0'
+  end
   out[#out + 1] = #closed
   for _, c in ipairs(closed) do out[#out + 1] = c end
   out[#out + 1] = #gone

@@ -1,5 +1,6 @@
--- models_json: {model: {tpm, rpm, tpd, rpd, conc, roll}}, 0 = not limited; roll 1 for a model whose
--- limits are rolling buckets (lib.lua: bucket). max_models: the most models
+-- models_json: {model: {tpm, rpm, tpd, rpd, conc, roll}}, 0 = not limited; roll '1' for a model
+-- whose limits are rolling buckets (lib.lua: bucket), else '0', followed for a model that limits
+-- input or output tokens apart by ' ITPM OTPM CIN' (kinds.lua). max_models: the most models
 -- the ledger may hold, the batch of every operation that works on all of them.
 -- Replies ok (with every model's state) | busy | too_many_models, models held, models it would add
 -- The same id registering again is a restart: whatever the old process held is closed first, one
