@@ -5,17 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rlcommon.config_files import ConfigError as ConfigError
+from rlcommon.config_files import load_model, parse_model
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 ApiName = Literal["openai", "anthropic"]
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the field."""
 
 
 class _Strict(BaseModel):
@@ -110,31 +108,9 @@ class Settings(_Strict):
         return model.output_tokens or self.output_tokens
 
 
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
-    return "; ".join(lines)
-
-
 def parse_settings(data: object, source: str) -> Settings:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {_describe(e)}") from None
+    return parse_model(Settings, data, source)
 
 
 def load_settings(path: Path) -> Settings:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_settings(data, str(path))
+    return load_model(Settings, path)

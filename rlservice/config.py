@@ -7,8 +7,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from rlcommon.config_files import ConfigError as ConfigError
+from rlcommon.config_files import load_model, parse_model
 
 from .types import RATE_DIMS, Estimate
 
@@ -18,10 +20,6 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Share = Annotated[float, Field(gt=0, le=1)]
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the field."""
 
 
 class _Strict(BaseModel):
@@ -270,34 +268,12 @@ class Settings(_Strict):
         return list(zip(*(jt.estimate().per_kind() for jt in self.job_types.values()), strict=True))
 
 
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
-    return "; ".join(lines)
-
-
 def parse_settings(data: object, source: str) -> Settings:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {_describe(e)}") from None
+    return parse_model(Settings, data, source)
 
 
 def load_settings(path: Path) -> Settings:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_settings(data, str(path))
+    return load_model(Settings, path)
 
 
 def preset_path(name: str) -> Path:
