@@ -18,7 +18,7 @@ PERIODS_MS = tuple(DAY_MS if d.per_day else MINUTE_MS for d in DIMS)
 
 def refilled(limits: ModelLimits, snap: Snapshot, now_ms: int) -> Snapshot:
     """The snapshot as its buckets will be at now_ms, nothing else changing: each level grows by
-    limit x elapsed / period, up to the limit, and settled falls by as much (rounded up, as the
+    limit x elapsed / period, up to limit - open (lib.lua's refill()), and settled falls by as much (rounded up, as the
     ledger reports it: the whole tokens the bucket holds)."""
     elapsed = now_ms - snap.now_ms
     if elapsed <= 0:
@@ -27,18 +27,18 @@ def refilled(limits: ModelLimits, snap: Snapshot, now_ms: int) -> Snapshot:
     for i, limit in enumerate(limits.rates):
         if limit is not None:
             level = limit - settled[i] - snap.open[i]
-            grown = min(limit, level + limit * elapsed / PERIODS_MS[i])
+            grown = min(limit - snap.open[i], level + limit * elapsed / PERIODS_MS[i])
             settled[i] = math.ceil(limit - grown - snap.open[i])
     return replace(snap, now_ms=now_ms, settled=tuple(settled))
 
 
 def full_in_ms(limits: ModelLimits, snap: Snapshot) -> int:
-    """How long until every bucket is full, from the snapshot's time."""
+    """How long until every bucket is full (level + open = limit, settled 0), from the snapshot's
+    time."""
     longest = 0
     for i, limit in enumerate(limits.rates):
         if limit is not None:
-            missing = snap.settled[i] + snap.open[i]
-            longest = max(longest, -(-missing * PERIODS_MS[i] // limit))
+            longest = max(longest, -(-snap.settled[i] * PERIODS_MS[i] // limit))
     return longest
 
 

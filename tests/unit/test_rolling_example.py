@@ -47,34 +47,34 @@ def test_a_fresh_bucket_and_six_open_jobs_move_no_pool() -> None:
     assert not fits(after_six)
 
 
-def test_three_seconds_refill_six_thousand_tokens() -> None:
+def test_a_bucket_refills_only_up_to_limit_minus_open() -> None:
     later = refilled(LIMITS, state(0, 60_000, 60_000, 60_000), 3000)
-    assert level(later) == 66_000
-    assert reported(later) == (63_000, 6)
+    assert level(later) == 60_000
+    assert reported(later) == (60_000, 6)
 
 
 def test_releases_give_back_what_was_not_used() -> None:
     # Six releases at 4 000 each give back 6 x 6 000.
-    released = state(3, 66_000 + 6 * 6000, 0, 0)
-    assert level(released) == 102_000
-    assert reported(released) == (51_000, 5)
-    # B takes what its share allows: five jobs, the sixth would pass 51 000.
-    b = state(3, 52_000, 50_000, 50_000)
-    assert reported(b) == (51_000, 5)
+    released = state(3, 60_000 + 6 * 6000, 0, 0)
+    assert level(released) == 96_000
+    assert reported(released) == (48_000, 4)
+    # B takes what its share allows: four jobs, the fifth would pass 48 000.
+    b = state(3, 56_000, 40_000, 40_000)
+    assert reported(b) == (48_000, 4)
     assert not fits(b)
 
 
-def test_a_release_at_its_whole_estimate_gives_nothing_back() -> None:
-    at_ten = refilled(LIMITS, state(3, 52_000, 50_000, 50_000), 10_000)
-    assert level(at_ten) == 66_000
-    assert reported(state(10, 66_000, 40_000, 40_000)) == (53_000, 5)
+def test_seven_seconds_refill_fourteen_thousand_tokens() -> None:
+    at_ten = refilled(LIMITS, state(3, 56_000, 40_000, 40_000), 10_000)
+    assert level(at_ten) == 70_000
+    assert reported(at_ten) == (55_000, 5)
 
 
 def test_external_usage_is_taken_from_the_bucket() -> None:
     tolerance, remaining = JOB, 30_000
-    gap = level(state(10, 66_000, 40_000, 40_000)) - remaining
-    assert gap == 36_000 > tolerance
-    assert reported(state(10, 66_000 - gap, 40_000, 40_000)) == (35_000, 3)
+    gap = level(state(10, 70_000, 40_000, 40_000)) - remaining
+    assert gap == 40_000 > tolerance
+    assert reported(state(10, 70_000 - gap, 40_000, 40_000)) == (35_000, 3)
 
 
 def test_an_empty_bucket_serves_each_waiter_when_it_has_refilled_enough() -> None:
@@ -91,5 +91,9 @@ def test_the_bucket_is_full_after_its_period_and_never_above_its_limit() -> None
     assert full_in_ms(LIMITS, empty) == 60_000
     assert level(refilled(LIMITS, empty, 30_000)) == 60_000
     assert level(refilled(LIMITS, empty, 90_000)) == TPM
+    # With jobs open, full means level + open = limit.
+    half_open = state(0, 0, 60_000, 0)
+    assert full_in_ms(LIMITS, half_open) == 30_000
+    assert level(refilled(LIMITS, half_open, 90_000)) == TPM - 60_000
     # Nothing fits a job larger than the whole bucket, however long it waits.
     assert first_fit_ms(LIMITS, empty, lambda s: (pool(s).room[0] or 0) > TPM) is None

@@ -21,8 +21,8 @@ end
 local function read_bucket(w, lim_i, lim_o)
   local v = redis.call('HMGET', w.key, 'oi', 'oo', F_OI, F_OO, 'li', 'lo', 'at')
   w.lim_i, w.lim_o, w.oi, w.oo = lim_i, lim_o, tonumber(v[1]) or 0, tonumber(v[2]) or 0
-  w.si = lim_i - refill(lim_i, v[5], v[7], MINUTE) - w.oi
-  w.so = lim_o - refill(lim_o, v[6], v[7], MINUTE) - w.oo
+  w.si = lim_i - refill(lim_i, w.oi, v[5], v[7], MINUTE) - w.oi
+  w.so = lim_o - refill(lim_o, w.oo, v[6], v[7], MINUTE) - w.oo
   w.moi, w.moo, w.msi, w.mso = tonumber(v[3]) or 0, tonumber(v[4]) or 0, 0, 0
 end
 
@@ -42,9 +42,9 @@ function K.open(a, text, est_i, est_o)
 end
 
 local function settle_bucket(w, rec, est_i, est_o, act_i, act_o)
-  -- Back what was not used, never above the limit (level <= limit: settled >= -open).
+  -- Back what was not used, never above limit - open (settled >= 0: lib.lua's refill()).
   w.oi, w.oo = w.oi - est_i, w.oo - est_o
-  w.si, w.so = math.max(w.si + act_i, -w.oi), math.max(w.so + act_o, -w.oo)
+  w.si, w.so = math.max(w.si + act_i, 0), math.max(w.so + act_o, 0)
   if rec.i == ME then
     w.moi, w.moo = w.moi - est_i, w.moo - est_o
   else

@@ -85,10 +85,14 @@ local NO_WINDOW = {st = 0, sr = 0, ot = 0, oq = 0, mot = 0, moq = 0, mst = 0, ms
 -- the pools and the global check use in both modes, and every grant, release and external charge
 -- moves it exactly as it moves a fixed window's counters. Own settled usage has no window to live
 -- in here, so it stays 0. External usage counts the current minute (xm) only.
-local function refill(limit, level, at, period)
+-- The level refills up to limit - open, not up to the limit (settled never below 0): an open
+-- estimate has left the ledger's bucket at its grant but reaches the provider's only when the call
+-- arrives there, and a provider's bucket that is full meanwhile loses the refill that the ledger
+-- would count (docs/decisions.md, "A rolling bucket refills up to limit - open").
+local function refill(limit, open, level, at, period)
   if limit <= 0 then return 0 end
-  if not level then return limit end
-  return math.min(limit, tonumber(level) + (NOW - tonumber(at)) * limit / period)
+  if not level then return limit - open end
+  return math.min(limit - open, tonumber(level) + (NOW - tonumber(at)) * limit / period)
 end
 
 local function bucket(name, kind, lim_t, lim_r, period)
@@ -97,7 +101,7 @@ local function bucket(name, kind, lim_t, lim_r, period)
   local ot, oq = tonumber(v[1]) or 0, tonumber(v[2]) or 0
   local minute = tonumber(v[10]) == WM
   return {key = key, rolling = true, lim_t = lim_t, lim_r = lim_r, win = 0, ot = ot, oq = oq,
-          st = lim_t - refill(lim_t, v[5], v[7], period) - ot, sr = lim_r - refill(lim_r, v[6], v[7], period) - oq,
+          st = lim_t - refill(lim_t, ot, v[5], v[7], period) - ot, sr = lim_r - refill(lim_r, oq, v[6], v[7], period) - oq,
           mot = tonumber(v[3]) or 0, moq = tonumber(v[4]) or 0, mst = 0, msr = 0,
           xt = minute and tonumber(v[8]) or 0, xr = minute and tonumber(v[9]) or 0, at = false, tot = false,
           mine = false}
@@ -314,9 +318,9 @@ end
 local function settle_in(w, lease_win, rec, act_t, act_r, dt, dr)
   local mine = rec.i == ME
   if w.rolling then
-    -- The bucket gets back what was not used, never above its limit (level <= limit: settled >= -open).
+    -- The bucket gets back what was not used, never above limit - open (settled >= 0: refill()).
     w.ot, w.oq = w.ot - rec.t, w.oq - rec.r
-    w.st, w.sr = math.max(w.st + act_t, -w.ot), math.max(w.sr + act_r, -w.oq)
+    w.st, w.sr = math.max(w.st + act_t, 0), math.max(w.sr + act_r, 0)
     if mine then
       w.mot, w.moq, w.mine = w.mot - rec.t, w.moq - rec.r, true
     else
