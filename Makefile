@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider bench-provider-kinds clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider bench-provider-kinds bench-watch clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ bench-security: install
 # The service bench with a second instance that has metrics on, measured in the same rounds.
 bench-metrics: install
 	$(PY) bench/service_bench.py --metrics
+
+# Not part of `make test`: Acquire + Release with 0, 100, 1000 and --max-watch-streams WatchAllocation
+# streams open, in one run (docs/performance.md). Other settings: make bench-watch WATCH_ARGS="--concurrency 1"
+bench-watch: install
+	$(PY) bench/watch_bench.py $(WATCH_ARGS)
 
 # Not part of `make test`: workers against rlprovider with and without the limiter, N = 1, 2, 4,
 # about 12 minutes (docs/performance.md). Shorter: make bench-provider PROVIDER_ARGS="--instances 1 --seconds 120"

@@ -11,7 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
-from rlcommon.server import PLAIN, ServerSetup
+from rlcommon.server import BACKLOG_OPTIONS, PLAIN, ServerSetup
+from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS
 from rlproxy.access import PLAINTEXT, TargetAccess
 from rlproxy.forwarding import Forwarder
 from rlproxy.metrics import NO_METRICS, ProxyMetrics
@@ -42,6 +43,7 @@ class ProxyServer:
         setup: ServerSetup = PLAIN,
         access: TargetAccess = PLAINTEXT,
         metrics: ProxyMetrics = NO_METRICS,
+        max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS,
     ) -> None:
         self._health = health_aio.HealthServicer()
         self._pool = TargetPool(targets, self._target_health, first_answer_timeout_s, access)
@@ -49,9 +51,9 @@ class ProxyServer:
         self._setup = setup
         # With SO_REUSEPORT a second process could bind the same port and silently take half the calls.
         self._server = aio.server(
-            options=(("grpc.so_reuseport", 0),), interceptors=setup.interceptors(RATE_LIMITER) or None
+            options=(("grpc.so_reuseport", 0), *BACKLOG_OPTIONS), interceptors=setup.interceptors(RATE_LIMITER) or None
         )
-        forwarder = Forwarder(self._pool, policy, metrics)
+        forwarder = self.forwarder = Forwarder(self._pool, policy, metrics, max_watch_streams)
         self._server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(

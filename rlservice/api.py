@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Final, Literal, NoReturn, get_args
+from typing import Any, Final, Literal, NoReturn, Protocol, cast, get_args
 
 import grpc
 from grpc.aio import ServicerContext
 
+from rlcommon.latest import follow
+from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS, WRITES_PER_S, StreamCap
+from rlcommon.write_budget import WriteBudget
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
@@ -33,6 +35,7 @@ _Remaining = Literal["remaining_tokens", "remaining_requests", "remaining_input_
 _REMAINING: tuple[_Remaining, ...] = get_args(_Remaining)
 
 Context = ServicerContext[Any, Any]
+SERVICE: Final = pb.DESCRIPTOR.services_by_name["RateLimiter"].full_name
 _OUTCOMES = frozenset(int(o) for o in Outcome)
 
 # The result label of a failed call in the metrics.
@@ -167,12 +170,20 @@ async def _abort(context: Context, e: ServiceError) -> NoReturn:
 
 
 class RateLimiterServicer(pb_grpc.RateLimiterServicer):
-    """`metrics` hears every Acquire's and Release's answer."""
+    """`metrics` hears every Acquire's and Release's answer; at most `max_watch_streams`
+    WatchAllocation streams are open at once."""
 
-    def __init__(self, limiter: Limiter, metrics: ServiceMetrics = NO_METRICS) -> None:
+    def __init__(
+        self, limiter: Limiter, metrics: ServiceMetrics = NO_METRICS, max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS
+    ) -> None:
         self._limiter = limiter
         self._metrics = metrics
         self._default_job_type = limiter.settings.default_job_type
+        self.watch_streams = StreamCap(max_watch_streams, "this instance")
+        self._writes = WriteBudget(WRITES_PER_S)
+        self._feed = watch.AllocationFeed(
+            limiter.changes, lambda: _allocation_response(limiter.allocation()).SerializeToString()
+        )
 
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
         try:
@@ -275,18 +286,51 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             await _abort(context, e)
         return _allocation_response(self._limiter.allocation())
 
-    async def WatchAllocation(
+    # Registered by add_to_server with no response serializer: it writes the feed's bytes, which
+    # the generated servicer's signature (messages) cannot say.
+    async def WatchAllocation(  # type: ignore[override]
         self, request: pb.WatchAllocationRequest, context: Context
-    ) -> AsyncIterator[pb.GetAllocationResponse]:
+    ) -> None:
         try:
             interval = watch.interval_s(request.min_interval_ms)
             self._check_instance(request.instance_id)
         except ServiceError as e:
             await _abort(context, e)
-        async for _ in watch.ticks(self._limiter.changes, interval):
-            yield _allocation_response(self._limiter.allocation())
+        refusal = self.watch_streams.take()
+        if refusal is not None:
+            self._metrics.watch_refused()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        try:
+            latest = self._feed.subscribe()
+            try:
+                async for message in follow(latest, interval, self._writes):
+                    await context.write(message)
+            finally:
+                self._feed.unsubscribe()
+        finally:
+            self.watch_streams.give_back()
 
     def _check_instance(self, instance_id: str) -> None:
         own = self._limiter.instance_id
         if instance_id and instance_id != own:
             raise NotFound(f"this is instance {own!r}, not {instance_id!r}; ask that instance or go through rlproxy")
+
+
+class _MethodRegistry(Protocol):
+    # grpc.aio.Server has it since grpcio 1.63; the type stubs predate it.
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None: ...
+
+
+def add_to_server(servicer: RateLimiterServicer, server: grpc.aio.Server) -> None:
+    """The generated registration, with WatchAllocation taking the bytes it writes as they are: a
+    registered method's handler replaces the generated one, and takes precedence over the generic
+    handlers."""
+    pb_grpc.add_RateLimiterServicer_to_server(servicer, server)
+    cast(_MethodRegistry, server).add_registered_method_handlers(
+        SERVICE,
+        {
+            "WatchAllocation": grpc.unary_stream_rpc_method_handler(
+                servicer.WatchAllocation, request_deserializer=pb.WatchAllocationRequest.FromString
+            )
+        },
+    )
