@@ -225,6 +225,9 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             request.lease_ttl_ms or limiter.settings.lease_ttl_ms,
             time_left_s,
         )
+        # A job id already held by an open lease answers with that lease, which may be another
+        # team's: a restricted token is not shown a lease it could not have taken.
+        await self._check_lease_scope(grant.lease_id)
         return job_type, grant
 
     def _failure_labels(self, request: pb.AcquireRequest) -> tuple[str, str]:
