@@ -37,8 +37,16 @@ class Scope:
         models_ok = self.models is None or (bool(models) and all(m in self.models for m in models))
         if jt_ok and models_ok:
             return None
-        asked_jt = repr(job_type) if job_type else "none (a token restricted to job types must name one)"
-        asked_models = ", ".join(models) if models else "none (a token restricted to models must name them)"
+        asked_jt = (
+            repr(job_type)
+            if job_type
+            else _unnamed(self.job_types, "the configured default", "a token restricted to job types must name one")
+        )
+        asked_models = (
+            ", ".join(models)
+            if models
+            else _unnamed(self.models, "the configured order", "a token restricted to models must name them")
+        )
         return (
             f"this token may use job types {_listed(self.job_types)} and models {_listed(self.models)}; "
             f"the call asks for job type {asked_jt} and models {asked_models}"
@@ -50,6 +58,10 @@ UNRESTRICTED: Final = Scope()
 CALLER: ContextVar[Scope] = ContextVar("caller_scope", default=UNRESTRICTED)
 
 _KEYS: Final = ("job_types", "models")
+
+
+def _unnamed(allowed: frozenset[str] | None, default: str, hint: str) -> str:
+    return f"none ({default if allowed is None else hint})"
 
 
 def _listed(names: frozenset[str] | None) -> str:
