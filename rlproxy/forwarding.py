@@ -2,9 +2,11 @@
 
 Requests and replies travel as the bytes they arrived as; only Release, ExtendLease,
 GetAllocation and WatchAllocation requests are decoded, for the one id that decides where they
-go. Deadlines, metadata both ways and error statuses pass through unchanged. WatchAllocation
-clients that ask a target the same share one stream from it (rlproxy.watches), each getting its
-newest message as it can read it.
+go, and the Acquire requests of a restricted token, to check them against its scope. Release and
+ExtendLease scopes are checked by the issuing instance, which alone knows a lease's job type and
+sees the client's token. Deadlines, metadata both ways and error statuses pass through unchanged.
+WatchAllocation clients that ask a target the same share one stream from it (rlproxy.watches),
+each getting its newest message as it can read it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from rlcommon.latest import follow
+from rlcommon.scopes import CALLER
 from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS, WRITES_PER_S, StreamCap
 from rlcommon.write_budget import WriteBudget
 from rlproto import ratelimit_pb2
@@ -119,6 +122,12 @@ class Forwarder:
             await self._reject(context, name, grpc.StatusCode.INVALID_ARGUMENT, f"malformed {message.__name__}")
 
     async def acquire(self, request: bytes, context: Context) -> bytes:
+        scope = CALLER.get()
+        if scope.restricted:
+            asked = await self._parse(ratelimit_pb2.AcquireRequest, "Acquire", request, context)
+            refusal = scope.refusal(asked.job_type, asked.models)
+            if refusal is not None:
+                await self._reject(context, "Acquire", grpc.StatusCode.PERMISSION_DENIED, refusal)
         targets, policy = self._targets, self._policy
         excluded = 0
         failures: dict[int, str] | None = None

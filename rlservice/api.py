@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, Final, Literal, NoReturn, Protocol, cast, get_args
 
 import grpc
 from grpc.aio import ServicerContext
 
 from rlcommon.latest import follow
+from rlcommon.scopes import CALLER
 from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS, WRITES_PER_S, StreamCap
 from rlcommon.write_budget import WriteBudget
 from rlproto import ratelimit_pb2 as pb
@@ -17,7 +19,7 @@ from rlproto import ratelimit_pb2_grpc as pb_grpc
 
 from . import watch
 from .capacity.pools import Pool
-from .errors import InvalidArgument, NotFound, ServiceError
+from .errors import InvalidArgument, NotFound, PermissionDenied, ServiceError
 from .limiter import Limiter
 from .metrics import NO_METRICS, ServiceMetrics
 from .results import AllocationReport, Grant, ReleaseResult
@@ -45,6 +47,7 @@ RESULTS: Final = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
     grpc.StatusCode.UNAVAILABLE: "unavailable",
     grpc.StatusCode.NOT_FOUND: "not_found",
+    grpc.StatusCode.PERMISSION_DENIED: "denied",
 }
 
 
@@ -111,6 +114,13 @@ def _check_id(name: str, value: str) -> None:
         raise InvalidArgument(f"{name} is longer than {MAX_ID_LENGTH} characters")
     if not value.isprintable():
         raise InvalidArgument(f"{name} must not contain line breaks or other control characters")
+
+
+def _check_scope(job_type: str, models: Sequence[str]) -> None:
+    """Refuses a call outside the scope of the caller's token (rlcommon.scopes)."""
+    refusal = CALLER.get().refusal(job_type, models)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
 
 
 def _check_ttl(name: str, value: int, required: bool) -> None:
@@ -207,6 +217,8 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
     async def _acquire(self, request: pb.AcquireRequest, time_left_s: float | None) -> tuple[str, Grant]:
         limiter = self._limiter
         _check_id("job_id", request.job_id)
+        # Before any default applies: what the token may use is judged on what the request names.
+        _check_scope(request.job_type, request.models)
         job_type = request.job_type or self._default_job_type
         if not job_type:
             raise InvalidArgument("job_type is required (the configuration names no default_job_type)")
@@ -225,6 +237,9 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             request.lease_ttl_ms or limiter.settings.lease_ttl_ms,
             time_left_s,
         )
+        # A job id already held by an open lease answers with that lease, which may be another
+        # team's: a restricted token is not shown a lease it could not have taken.
+        await self._check_lease_scope(grant.lease_id)
         return job_type, grant
 
     def _failure_labels(self, request: pb.AcquireRequest) -> tuple[str, str]:
@@ -268,16 +283,28 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             raise InvalidArgument(f"unknown outcome {request.outcome}")
         usage = _usage(request.actual)
         provider = _feedback(request)
+        await self._check_lease_scope(request.lease_id)
         return await self._limiter.release(request.lease_id, Outcome(request.outcome), usage, provider)
 
     async def ExtendLease(self, request: pb.ExtendLeaseRequest, context: Context) -> pb.ExtendLeaseResponse:
         try:
             _check_id("lease_id", request.lease_id)
             _check_ttl("ttl_ms", request.ttl_ms, required=True)
+            await self._check_lease_scope(request.lease_id)
             expires = await self._limiter.extend(request.lease_id, request.ttl_ms)
         except ServiceError as e:
             await _abort(context, e)
         return pb.ExtendLeaseResponse(lease_expires_at_ms=expires)
+
+    async def _check_lease_scope(self, lease_id: str) -> None:
+        """A restricted token may release or extend only leases of its job types and models. An
+        unknown lease passes: the call itself then answers NOT_FOUND."""
+        if not CALLER.get().restricted:
+            return
+        use = await self._limiter.lease_use(lease_id)
+        if use is not None:
+            job_type, model = use
+            _check_scope(job_type, (model,))
 
     async def GetAllocation(self, request: pb.GetAllocationRequest, context: Context) -> pb.GetAllocationResponse:
         try:
