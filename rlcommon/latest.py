@@ -30,10 +30,6 @@ class Latest(Generic[T]):
         # Resolved, then dropped, at the next publish or close; made only when a reader waits.
         self._next: asyncio.Future[None] | None = None
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def publish(self, value: T) -> None:
         self.value = value
         self.seq += 1
