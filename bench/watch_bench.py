@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import math
 import multiprocessing as mp
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,7 +34,7 @@ import grpc
 import grpc.aio
 import uvloop
 import yaml
-from pairs import Samples, percentile_ms
+from pairs import JOB_TYPE, MODEL, Samples, drive, percentile_ms
 
 from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS
 from rllocal.processes import RedisServer, spawn_module, stop_process, wait_serving
@@ -42,12 +42,9 @@ from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
 HOST = "127.0.0.1"
-MODEL = "bench-model"
-JOB_TYPE = "small"
-USAGE = pb.Usage(request_count=1, input_tokens=40, output_tokens=30)
 CONFIG: dict[str, Any] = {
     "models": {MODEL: {"tokens_per_minute": 10**12, "requests_per_minute": 10**10}},
-    "job_types": {JOB_TYPE: {"estimated_tokens": 100}},
+    "job_types": {JOB_TYPE: {"estimated_tokens": 500}},
     "lease_ttl_ms": 3_600_000,
 }
 INTERVAL_MS = 50
@@ -138,35 +135,8 @@ def watch(address: str, channels: int, conn: Connection) -> None:
 
 
 async def _pairs(address: str, pairs: int, concurrency: int, tag: str) -> Samples:
-    samples = Samples()
-    clock = time.perf_counter
-    issued = 0
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = pb_grpc.RateLimiterStub(channel)
-
-        async def worker() -> None:
-            nonlocal issued
-            while issued < pairs:
-                issued += 1
-                started = clock()
-                try:
-                    grant = await stub.Acquire(
-                        pb.AcquireRequest(job_id=f"{tag}-{issued}", job_type=JOB_TYPE), timeout=30
-                    )
-                    acquired = clock()
-                    release = pb.ReleaseRequest(lease_id=grant.lease_id, outcome=pb.SUCCESS, actual=USAGE)
-                    await stub.Release(release, timeout=30)
-                except grpc.aio.AioRpcError:
-                    samples.errors += 1
-                    continue
-                done = clock()
-                samples.calls += (acquired - started, done - acquired)
-                samples.pairs.append(done - started)
-
-        started = clock()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        samples.seconds = clock() - started
-    return samples
+        return await drive(pb_grpc.RateLimiterStub(channel), pairs, concurrency, math.inf, tag)
 
 
 def pairs(address: str, count: int, concurrency: int, tag: str) -> Samples:
