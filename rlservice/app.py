@@ -53,6 +53,10 @@ class Options:
     redis_cluster: bool = False
 
 
+def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    return health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 def host_available_kb() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -127,14 +131,25 @@ class Instance:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._serving = False
+        self._down: list[str] = []
         # Set when Redis looks gone between heartbeats: the next check of Redis is due at once.
         self._probe = asyncio.Event()
 
     async def _set_serving(self, serving: bool) -> None:
+        """The server's health, and each model's under SERVICE_NAME/MODEL: on a Redis Cluster, the
+        models of a shard that is down are NOT_SERVING while the others serve."""
         self._serving = serving
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        await self._health.set("", status)
-        await self._health.set(SERVICE_NAME, status)
+        await self._health.set("", _status(serving))
+        await self._health.set(SERVICE_NAME, _status(serving))
+        down = self._backend.ledger.unreachable()
+        if down != self._down:
+            if down:
+                log.warning("Redis unreachable for models %s; the others keep serving", ", ".join(down))
+            else:
+                log.info("every model's ledger answers again")
+            self._down = down
+        for model in self._opts.settings.models:
+            await self._health.set(f"{SERVICE_NAME}/{model}", _status(serving and model not in down))
 
     async def start(self) -> None:
         await self._set_serving(False)

@@ -162,6 +162,10 @@ class Ledger:
             ]
         )
 
+    def unreachable(self) -> list[str]:
+        """Models unreachable while others answer: never, one Redis holds them all."""
+        return []
+
     def lease_suffix(self, model: str) -> str:
         """What a lease id of the model ends with after its token: nothing, one ledger holds them all."""
         return ""

@@ -25,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..types import Estimate, ModelLimits, Outcome, ProviderFeedback, Snapshot, Usage
-from .ledger import AcquireReply, FeedbackPolicy, Ledger, ReleaseReply
+from .ledger import AcquireReply, FeedbackPolicy, Ledger, LedgerUnavailable, ReleaseReply
 
 # A lease id's model tag follows its token after this (tokens are URL-safe base64: no dot).
 _TAG_SEP = "."
@@ -38,6 +38,10 @@ class LedgerApi(Protocol):
     def instance_id(self) -> str: ...
 
     def lease_suffix(self, model: str) -> str: ...
+
+    def unreachable(self) -> list[str]:
+        """The models whose ledger the last heartbeat could not reach while others answered."""
+        ...
 
     async def load(self) -> None: ...
 
@@ -102,6 +106,7 @@ class ModelLedgers:
         # Ledgers whose maintenance is waiting (heartbeat said so), and those this instance has left.
         self._maintenance: set[str] = set()
         self._left: set[str] = set()
+        self._unreachable: list[str] = []
 
     @property
     def instance_id(self) -> str:
@@ -109,6 +114,9 @@ class ModelLedgers:
 
     def lease_suffix(self, model: str) -> str:
         return _TAG_SEP + model_tag(model)
+
+    def unreachable(self) -> list[str]:
+        return list(self._unreachable)
 
     def _of_lease(self, lease_id: str) -> Ledger | None:
         _, sep, tag = lease_id.rpartition(_TAG_SEP)
@@ -132,12 +140,29 @@ class ModelLedgers:
         return {k: v for states in await self._each(one) for k, v in states.items()}
 
     async def heartbeat(self) -> tuple[dict[str, Snapshot], bool]:
-        replies = await self._each(lambda _, ledger: ledger.heartbeat())
+        """A shard that is down fails the heartbeat of its models only: the others keep this
+        instance alive and serving (unreachable() names them). Fails when no model's ledger answers."""
+        replies = await asyncio.gather(
+            *(ledger.heartbeat() for ledger in self._ledgers.values()), return_exceptions=True
+        )
         states: dict[str, Snapshot] = {}
-        for name, (snaps, more) in zip(self._ledgers, replies, strict=True):
+        failed: dict[str, BaseException] = {}
+        for name, reply in zip(self._ledgers, replies, strict=True):
+            if isinstance(reply, BaseException):
+                failed[name] = reply
+                continue
+            snaps, more = reply
             states.update(snaps)
             if more:
                 self._maintenance.add(name)
+        self._unreachable = sorted(failed)
+        for error in failed.values():
+            # A ledger that no longer knows this instance (its shard came back empty) re-registers
+            # it everywhere; anything but Redis failing is a bug, raised as is.
+            if not isinstance(error, LedgerUnavailable):
+                raise error
+        if failed and not states:
+            raise LedgerUnavailable(f"no model's ledger answers: {next(iter(failed.values()))}")
         return states, bool(self._maintenance)
 
     async def reap(self) -> bool:
