@@ -7,7 +7,8 @@ import asyncio
 import logging
 import secrets
 
-from ..backend.ledger import AcquireReply, Ledger, LedgerUnavailable, NotRegistered, OpenLease
+from ..backend.ledger import AcquireReply, LedgerUnavailable, NotRegistered, OpenLease
+from ..backend.ledgers import LedgerApi
 from ..capacity.leases import Lease
 from ..capacity.state import JobType, ModelState, Reservation
 from ..capacity.waiting import Waiter
@@ -39,7 +40,7 @@ def grant_of(lease: Lease, instance_id: str) -> Grant:
 
 class Admission:
     def __init__(
-        self, local: LocalState, ledger: Ledger, membership: Membership, leases: LeaseLifecycle, entropy: int
+        self, local: LocalState, ledger: LedgerApi, membership: Membership, leases: LeaseLifecycle, entropy: int
     ) -> None:
         self._local = local
         self._ledger = ledger
@@ -211,7 +212,8 @@ class Admission:
     async def _attempt(
         self, model: ModelState, jt: JobType, res: Reservation, job_id: str, ttl_ms: int
     ) -> Lease | OpenLease | None:
-        lease_id = f"{self._local.instance_id}/{secrets.token_urlsafe(self._entropy)}"
+        token = secrets.token_urlsafe(self._entropy)
+        lease_id = f"{self._local.instance_id}/{token}{self._ledger.lease_suffix(model.name)}"
         try:
             reply = await self._call_ledger(model, jt, job_id, lease_id, ttl_ms, peek=False)
         except BaseException as e:

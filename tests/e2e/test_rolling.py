@@ -9,9 +9,9 @@ import random
 import time
 
 import grpc
+import pytest
 
 from rllocal.bucket_replay import replay
-from rllocal.ledger_view import Ledger
 from rlproto import ratelimit_pb2 as pb
 
 from .harness import Harness, eventually
@@ -113,6 +113,7 @@ async def churn_client(harness: Harness, ports: list[int], rng: random.Random, u
             await harness.release(port, lease.lease_id, outcome, used)
 
 
+@pytest.mark.ledgers
 async def test_under_churn_the_ledger_lets_through_no_more_than_a_provider_bucket(harness: Harness) -> None:
     """Three instances, one killed and one started under load: replayed from the ledger's own record
     of every lease, a bucket with the same limits, started full, never had less than a grant took."""
@@ -129,7 +130,7 @@ async def test_under_churn_the_ledger_lets_through_no_more_than_a_provider_bucke
     harness.kill_instance(live.pop(0))
     live.append(harness.boot_instance(0, "rolling", CHURN).port)
     await asyncio.gather(*clients)
-    ledger = Ledger(harness.redis())
+    ledger = harness.ledger()
     await eventually(lambda: _true(not ledger.open_leases()), timeout=20, what="every lease closed")
     leases = ledger.closed_leases(ROLLING)
     # The buckets bound the run, not the clients: the token bucket's 60 jobs and then the requests.
