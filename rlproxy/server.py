@@ -12,6 +12,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from rlcommon.server import PLAIN, ServerSetup
+from rlcommon.server_options import SERVER_OPTIONS
 from rlproxy.access import PLAINTEXT, TargetAccess
 from rlproxy.forwarding import Forwarder
 from rlproxy.metrics import NO_METRICS, ProxyMetrics
@@ -49,7 +50,7 @@ class ProxyServer:
         self._setup = setup
         # With SO_REUSEPORT a second process could bind the same port and silently take half the calls.
         self._server = aio.server(
-            options=(("grpc.so_reuseport", 0),), interceptors=setup.interceptors(RATE_LIMITER) or None
+            options=(*SERVER_OPTIONS, ("grpc.so_reuseport", 0)), interceptors=setup.interceptors(RATE_LIMITER) or None
         )
         forwarder = Forwarder(self._pool, policy, metrics)
         self._server.add_generic_rpc_handlers(

@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from rlcommon.metrics_http import serve as serve_metrics
 from rlcommon.server import PLAIN, ServerSetup
+from rlcommon.server_options import SERVER_OPTIONS
 from rlproto import ratelimit_pb2, ratelimit_pb2_grpc
 
 from .api import RateLimiterServicer
@@ -71,7 +72,9 @@ def memory_capacity_kb(settings: Settings) -> int | None:
 class Instance:
     def __init__(self, opts: Options) -> None:
         self._opts = opts
-        self._server = grpc.aio.server(interceptors=opts.setup.interceptors(SERVICE_NAME) or None)
+        self._server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=opts.setup.interceptors(SERVICE_NAME) or None
+        )
         self._health = health_aio.HealthServicer()
         # Script calls take well under a millisecond in Redis: a call that hangs means Redis is gone.
         # One retry at once on a new connection covers a connection a restarted Redis dropped; more,
