@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider bench-provider-kinds bench-watch clean
 
 install: $(STAMP)
 
@@ -66,10 +66,20 @@ bench-security: install
 bench-metrics: install
 	$(PY) bench/service_bench.py --metrics
 
+# Not part of `make test`: Acquire + Release with 0, 100, 1000 and --max-watch-streams WatchAllocation
+# streams open, in one run (docs/performance.md). Other settings: make bench-watch WATCH_ARGS="--concurrency 1"
+bench-watch: install
+	$(PY) bench/watch_bench.py $(WATCH_ARGS)
+
 # Not part of `make test`: workers against rlprovider with and without the limiter, N = 1, 2, 4,
 # about 12 minutes (docs/performance.md). Shorter: make bench-provider PROVIDER_ARGS="--instances 1 --seconds 120"
 bench-provider: install
 	$(PY) bench/provider_bench.py $(PROVIDER_ARGS)
+
+# An Anthropic-style key limited in input and output tokens apart: an input-heavy and an
+# output-heavy mix, N = 1, 2, 4, about 11 minutes. Shorter: make bench-provider-kinds KINDS_ARGS="--instances 2"
+bench-provider-kinds: install
+	$(PY) bench/provider_kinds_bench.py $(KINDS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/node/node_modules

@@ -13,14 +13,18 @@ MAX_REQUEST_BYTES: Final = 64 * 1024
 # four-byte characters, every number at its widest: 2 380 577 bytes. 4 MiB is what a gRPC client
 # receives by default, so a reply the server sends is one every client can read.
 MAX_REPLY_BYTES: Final = 4 * 1024 * 1024
-# Calls gRPC holds before the application has picked them up. Left at gRPC's defaults (1000, 3000) a
-# burst of a few thousand Acquires has a random share of them dropped as CANCELLED with no message
-# before the service sees them. This many arriving at once is far beyond any client's burst; the
-# service's own cap on waiters (max_waiters, at most this) answers the excess with a reason instead.
-MAX_PENDING_CALLS: Final = 100_000
+# gRPC core holds the calls that arrive faster than the server's event loop picks them up (it takes them
+# one at a time). Past 1000 of them (its default) it cancels new ones at random, and past 3000 all of
+# them, with CANCELLED and no message, before the servicer sees them: a burst of 1500 WatchAllocation
+# streams lost about 40 that way, and a burst of 3000 waiting Acquires about 600. With this room such a
+# burst reaches the servicer, which answers each: past max_waiters or --max-watch-streams with
+# RESOURCE_EXHAUSTED and why. docs/operations.md: what a client sees.
+MAX_PENDING_CALLS: Final = 10_000
+# Between the two limits gRPC cancels a growing share of new calls; from this one, every one.
+MAX_PENDING_CALLS_HARD_LIMIT: Final = 20_000
 # A waiting Acquire is an open stream, and a proxy reaches each instance over one connection: one
 # connection may carry as many calls as the server would hold (HTTP/2's default is unlimited).
-MAX_STREAMS_PER_CONNECTION: Final = MAX_PENDING_CALLS
+MAX_STREAMS_PER_CONNECTION: Final = MAX_PENDING_CALLS_HARD_LIMIT
 # Clients may ping this often to keep a connection alive while a call waits (no data flows while an
 # Acquire waits): gRPC's 5-minute default would GOAWAY a client pinging every minute.
 MIN_CLIENT_PING_INTERVAL_MS: Final = 10_000
@@ -35,7 +39,7 @@ SERVER_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.max_send_message_length", MAX_REPLY_BYTES),
     ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
-    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS_HARD_LIMIT),
     ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
     ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
     # A client may keep its connection warm between calls: a proxy or a worker between jobs.

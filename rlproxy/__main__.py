@@ -13,7 +13,7 @@ from typing import Final
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from rlcommon import logs, server
+from rlcommon import logs, server, watch_cap
 from rlcommon.auth import Tokens
 from rlcommon.errors import SetupError
 from rlcommon.metrics_http import serve as serve_metrics
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--weights", type=_weights, help="one weight per target, e.g. 26:25")
     parser.add_argument("--log-level", default=os.environ.get("RL_LOG_LEVEL", "INFO"))
+    watch_cap.add_flag(parser, "this proxy")
     server.add_flags(parser)
     targets = parser.add_argument_group("TLS and tokens towards the targets")
     targets.add_argument("--target-ca", type=Path, help="PEM CA the targets' certificates are signed by: TLS to them")
@@ -97,10 +98,11 @@ async def _serve(args: argparse.Namespace, setup: server.ServerSetup, access: Ta
         setup=setup,
         access=access,
         metrics=prometheus or NO_METRICS,
+        max_watch_streams=args.max_watch_streams,
     )
     stop_metrics = None
     if prometheus is not None:
-        prometheus.watch(proxy.pool.targets)
+        prometheus.watch(proxy.pool.targets, proxy.forwarder)
         try:
             stop_metrics = serve_metrics(prometheus.registry, args.host, args.metrics_port)
         except OSError as err:

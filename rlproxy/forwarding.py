@@ -2,26 +2,34 @@
 
 Requests and replies travel as the bytes they arrived as; only Release, ExtendLease,
 GetAllocation and WatchAllocation requests are decoded, for the one id that decides where they
-go. Deadlines, metadata both ways and error statuses pass through unchanged; a stream's messages
-are passed on one by one as they come.
+go, and the Acquire requests of a restricted token, to check them against its scope. Release and
+ExtendLease scopes are checked by the issuing instance, which alone knows a lease's job type and
+sees the client's token. Deadlines, metadata both ways and error statuses pass through unchanged.
+WatchAllocation clients that ask a target the same share one stream from it (rlproxy.watches),
+each getting its newest message as it can read it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Final, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
+from rlcommon.latest import follow
+from rlcommon.scopes import CALLER
+from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS, WRITES_PER_S, StreamCap
+from rlcommon.write_budget import WriteBudget
 from rlproto import ratelimit_pb2
 from rlproxy.leases import issuing_instance
 from rlproxy.metrics import NO_METRICS, NO_TARGET, ProxyMetrics
 from rlproxy.policies import Policy
 from rlproxy.targets import Target, TargetPool, never_reached
+from rlproxy.watches import WatchHub
 
 Context = aio.ServicerContext[bytes, bytes]
 Method = aio.UnaryUnaryMultiCallable[bytes, bytes]
@@ -39,29 +47,6 @@ def _outgoing_metadata(incoming: aio.Metadata | None) -> Metadata | None:
     if len(incoming) == 1 and next(iter(incoming))[0] == _USER_AGENT:
         return None
     return tuple((key, value) for key, value in incoming if key != _USER_AGENT) or None
-
-
-async def _stream(method: StreamMethod, request: bytes, context: Context) -> AsyncGenerator[bytes, None]:
-    call = method(
-        request,
-        timeout=context.time_remaining(),
-        metadata=_outgoing_metadata(context.invocation_metadata()),
-    )
-    try:
-        first = True
-        async for reply in call:
-            if first:
-                first = False
-                initial = await call.initial_metadata()
-                if initial:
-                    await context.send_initial_metadata(initial)
-            yield reply
-        trailing = await call.trailing_metadata()
-        if trailing:
-            context.set_trailing_metadata(trailing)
-    finally:
-        # The client left, or the proxy stops: the target's stream must not outlive this one.
-        call.cancel()
 
 
 async def _relay(err: aio.AioRpcError, context: Context) -> NoReturn:
@@ -84,11 +69,20 @@ def _unreachable(instance_id: str, lease_id: str) -> str:
 class Forwarder:
     """`metrics` hears of every call sent to a target and of every call the proxy answers itself."""
 
-    def __init__(self, pool: TargetPool, policy: Policy, metrics: ProxyMetrics = NO_METRICS) -> None:
+    def __init__(
+        self,
+        pool: TargetPool,
+        policy: Policy,
+        metrics: ProxyMetrics = NO_METRICS,
+        max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS,
+    ) -> None:
         self._pool = pool
         self._targets = pool.targets
         self._policy = policy
         self._metrics = metrics
+        self.watch_streams = StreamCap(max_watch_streams, "this proxy")
+        self.watches = WatchHub()
+        self._writes = WriteBudget(WRITES_PER_S)
 
     async def _call(self, target: Target, name: str, method: Method, request: bytes, context: Context) -> bytes:
         code = grpc.StatusCode.OK
@@ -128,6 +122,12 @@ class Forwarder:
             await self._reject(context, name, grpc.StatusCode.INVALID_ARGUMENT, f"malformed {message.__name__}")
 
     async def acquire(self, request: bytes, context: Context) -> bytes:
+        scope = CALLER.get()
+        if scope.restricted:
+            asked = await self._parse(ratelimit_pb2.AcquireRequest, "Acquire", request, context)
+            refusal = scope.refusal(asked.job_type, asked.models)
+            if refusal is not None:
+                await self._reject(context, "Acquire", grpc.StatusCode.PERMISSION_DENIED, refusal)
         targets, policy = self._targets, self._policy
         excluded = 0
         failures: dict[int, str] | None = None
@@ -193,11 +193,26 @@ class Forwarder:
             if not await self._await_answers(name, context, failures):
                 await self._reject(context, name, grpc.StatusCode.UNAVAILABLE, self._no_target(failures))
 
-    async def watch_allocation(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
+    async def watch_allocation(self, request: bytes, context: Context) -> None:
         """Follows the named instance's stream, else that of the first SERVING target that answers
         (waiting, like GetAllocation, for targets that have not answered their first health check)."""
         name = "WatchAllocation"
         instance_id = (await self._parse(ratelimit_pb2.WatchAllocationRequest, name, request, context)).instance_id
+        refusal = self.watch_streams.take()
+        if refusal is not None:
+            await self._reject(context, name, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        # A coroutine that writes, not a generator: when the client leaves, the cancellation lands
+        # here and the slot and the shared stream are given back at once.
+        try:
+            async with contextlib.aclosing(self._watch(name, instance_id, request, context)) as replies:
+                async for reply in replies:
+                    await context.write(reply)
+        finally:
+            self.watch_streams.give_back()
+
+    async def _watch(
+        self, name: str, instance_id: str, request: bytes, context: Context
+    ) -> AsyncGenerator[bytes, None]:
         failures: dict[int, str] = {}
         if instance_id:
             target = await self._named(name, instance_id, context)
@@ -224,16 +239,22 @@ class Forwarder:
     async def _follow(
         self, target: Target, request: bytes, context: Context, failures: dict[int, str], named: bool
     ) -> AsyncGenerator[bytes, None]:
-        """The target's stream; a stream that never reached an unnamed target ends with nothing,
-        its failure noted, so that the next target may serve it."""
+        """The target's stream, shared with every client that asks it the same; one that never
+        reached an unnamed target ends with nothing, its failure noted, so that the next target may
+        serve it."""
         code = grpc.StatusCode.OK
         sent = False
+        shared = self.watches.join(target, request, _outgoing_metadata(context.invocation_metadata()))
         try:
-            replies = _stream(target.watch_allocation, request, context)
+            replies = follow(shared.latest, 0.0, self._writes)
             async with contextlib.aclosing(replies):
                 async for reply in replies:
+                    if not sent and shared.initial:
+                        await context.send_initial_metadata(shared.initial)
                     sent = True
                     yield reply
+            if shared.trailing:
+                context.set_trailing_metadata(tuple(shared.trailing))
         except aio.AioRpcError as err:
             code = err.code()
             if named or sent or not never_reached(err):
@@ -243,6 +264,7 @@ class Forwarder:
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
+            self.watches.leave(shared)
             self._metrics.request(target.address, "WatchAllocation", code)
 
     async def _named(self, name: str, instance_id: str, context: Context) -> Target:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter
@@ -15,6 +15,9 @@ from prometheus_client.registry import Collector
 
 from rlcommon.metric_children import Children
 from rlproxy.targets import Target
+
+if TYPE_CHECKING:
+    from rlproxy.forwarding import Forwarder
 
 # The target label of calls the proxy answered itself (malformed request, no healthy target, ...).
 NO_TARGET: Final = ""
@@ -46,8 +49,30 @@ class PrometheusProxyMetrics(ProxyMetrics):
     def request(self, target: str, method: str, code: grpc.StatusCode) -> None:
         self._requests(target, method, code.name).inc()
 
-    def watch(self, targets: Iterable[Target]) -> None:
+    def watch(self, targets: Iterable[Target], forwarder: Forwarder) -> None:
         self.registry.register(TargetCollector(tuple(targets)))
+        self.registry.register(WatchCollector(forwarder))
+
+
+class WatchCollector(Collector):
+    """The proxy's WatchAllocation streams, read when scraped (two integers the event loop replaces whole)."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self._forwarder = forwarder
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterator[Metric]:
+        clients = GaugeMetricFamily("rlproxy_watch_streams", "WatchAllocation streams of clients open on this proxy.")
+        clients.add_metric((), self._forwarder.watch_streams.open)
+        upstreams = GaugeMetricFamily(
+            "rlproxy_watch_upstreams",
+            "WatchAllocation streams this proxy has open to its targets: one per target, request and metadata, "
+            "whatever the number of clients that follow it.",
+        )
+        upstreams.add_metric((), self._forwarder.watches.upstreams)
+        yield from (clients, upstreams)
 
 
 class TargetCollector(Collector):

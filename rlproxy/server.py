@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rlcommon.server import PLAIN, ServerSetup
 from rlcommon.server_options import SERVER_OPTIONS
+from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS
 from rlproxy.access import PLAINTEXT, TargetAccess
 from rlproxy.forwarding import Forwarder
 from rlproxy.metrics import NO_METRICS, ProxyMetrics
@@ -43,6 +44,7 @@ class ProxyServer:
         setup: ServerSetup = PLAIN,
         access: TargetAccess = PLAINTEXT,
         metrics: ProxyMetrics = NO_METRICS,
+        max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS,
     ) -> None:
         self._health = health_aio.HealthServicer()
         self._pool = TargetPool(targets, self._target_health, first_answer_timeout_s, access)
@@ -52,7 +54,7 @@ class ProxyServer:
         self._server = aio.server(
             options=(*SERVER_OPTIONS, ("grpc.so_reuseport", 0)), interceptors=setup.interceptors(RATE_LIMITER) or None
         )
-        forwarder = Forwarder(self._pool, policy, metrics)
+        forwarder = self.forwarder = Forwarder(self._pool, policy, metrics, max_watch_streams)
         self._server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(

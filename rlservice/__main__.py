@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvloop
 
-from rlcommon import logs, server
+from rlcommon import logs, server, watch_cap
 from rlcommon.errors import SetupError
 
 from .app import Options, serve
@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instance-id", type=instance_id, help="default: HOST-PORT-RANDOM")
     p.add_argument("--key-prefix", default="rl", help="Redis keys live under {PREFIX}")
     p.add_argument("--log-level", default=os.environ.get("RL_LOG_LEVEL", "INFO"))
+    watch_cap.add_flag(p, "this instance")
     server.add_flags(p)
     return p.parse_args(argv)
 
@@ -57,7 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlservice: {e}", file=sys.stderr)
         return 2
     opts = Options(
-        args.host, args.port, settings, args.redis_url, args.instance_id, args.key_prefix, setup, args.metrics_port
+        args.host,
+        args.port,
+        settings,
+        args.redis_url,
+        args.instance_id,
+        args.key_prefix,
+        setup,
+        args.metrics_port,
+        args.max_watch_streams,
     )
     try:
         uvloop.run(serve(opts))

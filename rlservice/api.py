@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Final, Literal, NoReturn, get_args
+from collections.abc import Sequence
+from typing import Any, Final, Literal, NoReturn, Protocol, cast, get_args
 
 import grpc
 from grpc.aio import ServicerContext
 
+from rlcommon.latest import follow
+from rlcommon.scopes import CALLER
+from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS, WRITES_PER_S, StreamCap
+from rlcommon.write_budget import WriteBudget
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
 from . import watch
 from .capacity.pools import Pool
-from .errors import InvalidArgument, NotFound, ServiceError
+from .errors import InvalidArgument, NotFound, PermissionDenied, ServiceError
 from .limiter import Limiter
 from .metrics import NO_METRICS, ServiceMetrics
 from .results import AllocationReport, Grant, ReleaseResult
@@ -33,6 +37,7 @@ _Remaining = Literal["remaining_tokens", "remaining_requests", "remaining_input_
 _REMAINING: tuple[_Remaining, ...] = get_args(_Remaining)
 
 Context = ServicerContext[Any, Any]
+SERVICE: Final = pb.DESCRIPTOR.services_by_name["RateLimiter"].full_name
 _OUTCOMES = frozenset(int(o) for o in Outcome)
 
 # The result label of a failed call in the metrics.
@@ -42,6 +47,7 @@ RESULTS: Final = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
     grpc.StatusCode.UNAVAILABLE: "unavailable",
     grpc.StatusCode.NOT_FOUND: "not_found",
+    grpc.StatusCode.PERMISSION_DENIED: "denied",
 }
 
 
@@ -110,6 +116,13 @@ def _check_id(name: str, value: str) -> None:
         raise InvalidArgument(f"{name} must not contain line breaks or other control characters")
 
 
+def _check_scope(job_type: str, models: Sequence[str]) -> None:
+    """Refuses a call outside the scope of the caller's token (rlcommon.scopes)."""
+    refusal = CALLER.get().refusal(job_type, models)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
+
+
 def _check_ttl(name: str, value: int, required: bool) -> None:
     if value < 0 or (required and value == 0) or value > MAX_TTL_MS:
         low = 1 if required else 0
@@ -167,12 +180,20 @@ async def _abort(context: Context, e: ServiceError) -> NoReturn:
 
 
 class RateLimiterServicer(pb_grpc.RateLimiterServicer):
-    """`metrics` hears every Acquire's and Release's answer."""
+    """`metrics` hears every Acquire's and Release's answer; at most `max_watch_streams`
+    WatchAllocation streams are open at once."""
 
-    def __init__(self, limiter: Limiter, metrics: ServiceMetrics = NO_METRICS) -> None:
+    def __init__(
+        self, limiter: Limiter, metrics: ServiceMetrics = NO_METRICS, max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS
+    ) -> None:
         self._limiter = limiter
         self._metrics = metrics
         self._default_job_type = limiter.settings.default_job_type
+        self.watch_streams = StreamCap(max_watch_streams, "this instance")
+        self._writes = WriteBudget(WRITES_PER_S)
+        self._feed = watch.AllocationFeed(
+            limiter.changes, lambda: _allocation_response(limiter.allocation()).SerializeToString()
+        )
 
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
         try:
@@ -196,6 +217,8 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
     async def _acquire(self, request: pb.AcquireRequest, time_left_s: float | None) -> tuple[str, Grant]:
         limiter = self._limiter
         _check_id("job_id", request.job_id)
+        # Before any default applies: what the token may use is judged on what the request names.
+        _check_scope(request.job_type, request.models)
         job_type = request.job_type or self._default_job_type
         if not job_type:
             raise InvalidArgument("job_type is required (the configuration names no default_job_type)")
@@ -214,6 +237,9 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             request.lease_ttl_ms or limiter.settings.lease_ttl_ms,
             time_left_s,
         )
+        # A job id already held by an open lease answers with that lease, which may be another
+        # team's: a restricted token is not shown a lease it could not have taken.
+        await self._check_lease_scope(grant.lease_id)
         return job_type, grant
 
     def _failure_labels(self, request: pb.AcquireRequest) -> tuple[str, str]:
@@ -257,16 +283,28 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             raise InvalidArgument(f"unknown outcome {request.outcome}")
         usage = _usage(request.actual)
         provider = _feedback(request)
+        await self._check_lease_scope(request.lease_id)
         return await self._limiter.release(request.lease_id, Outcome(request.outcome), usage, provider)
 
     async def ExtendLease(self, request: pb.ExtendLeaseRequest, context: Context) -> pb.ExtendLeaseResponse:
         try:
             _check_id("lease_id", request.lease_id)
             _check_ttl("ttl_ms", request.ttl_ms, required=True)
+            await self._check_lease_scope(request.lease_id)
             expires = await self._limiter.extend(request.lease_id, request.ttl_ms)
         except ServiceError as e:
             await _abort(context, e)
         return pb.ExtendLeaseResponse(lease_expires_at_ms=expires)
+
+    async def _check_lease_scope(self, lease_id: str) -> None:
+        """A restricted token may release or extend only leases of its job types and models. An
+        unknown lease passes: the call itself then answers NOT_FOUND."""
+        if not CALLER.get().restricted:
+            return
+        use = await self._limiter.lease_use(lease_id)
+        if use is not None:
+            job_type, model = use
+            _check_scope(job_type, (model,))
 
     async def GetAllocation(self, request: pb.GetAllocationRequest, context: Context) -> pb.GetAllocationResponse:
         try:
@@ -275,18 +313,51 @@ class RateLimiterServicer(pb_grpc.RateLimiterServicer):
             await _abort(context, e)
         return _allocation_response(self._limiter.allocation())
 
-    async def WatchAllocation(
+    # Registered by add_to_server with no response serializer: it writes the feed's bytes, which
+    # the generated servicer's signature (messages) cannot say.
+    async def WatchAllocation(  # type: ignore[override]
         self, request: pb.WatchAllocationRequest, context: Context
-    ) -> AsyncIterator[pb.GetAllocationResponse]:
+    ) -> None:
         try:
             interval = watch.interval_s(request.min_interval_ms)
             self._check_instance(request.instance_id)
         except ServiceError as e:
             await _abort(context, e)
-        async for _ in watch.ticks(self._limiter.changes, interval):
-            yield _allocation_response(self._limiter.allocation())
+        refusal = self.watch_streams.take()
+        if refusal is not None:
+            self._metrics.watch_refused()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        try:
+            latest = self._feed.subscribe()
+            try:
+                async for message in follow(latest, interval, self._writes):
+                    await context.write(message)
+            finally:
+                self._feed.unsubscribe()
+        finally:
+            self.watch_streams.give_back()
 
     def _check_instance(self, instance_id: str) -> None:
         own = self._limiter.instance_id
         if instance_id and instance_id != own:
             raise NotFound(f"this is instance {own!r}, not {instance_id!r}; ask that instance or go through rlproxy")
+
+
+class _MethodRegistry(Protocol):
+    # grpc.aio.Server has it since grpcio 1.63; the type stubs predate it.
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None: ...
+
+
+def add_to_server(servicer: RateLimiterServicer, server: grpc.aio.Server) -> None:
+    """The generated registration, with WatchAllocation taking the bytes it writes as they are: a
+    registered method's handler replaces the generated one, and takes precedence over the generic
+    handlers."""
+    pb_grpc.add_RateLimiterServicer_to_server(servicer, server)
+    cast(_MethodRegistry, server).add_registered_method_handlers(
+        SERVICE,
+        {
+            "WatchAllocation": grpc.unary_stream_rpc_method_handler(
+                servicer.WatchAllocation, request_deserializer=pb.WatchAllocationRequest.FromString
+            )
+        },
+    )

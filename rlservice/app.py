@@ -24,9 +24,10 @@ from redis.backoff import NoBackoff
 from rlcommon.metrics_http import serve as serve_metrics
 from rlcommon.server import PLAIN, ServerSetup
 from rlcommon.server_options import SERVER_OPTIONS
-from rlproto import ratelimit_pb2, ratelimit_pb2_grpc
+from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS
+from rlproto import ratelimit_pb2
 
-from .api import RateLimiterServicer
+from .api import RateLimiterServicer, add_to_server
 from .backend.events import EventStream
 from .backend.ledger import FeedbackPolicy, Ledger, LedgerUnavailable
 from .config import Settings
@@ -50,6 +51,7 @@ class Options:
     key_prefix: str
     setup: ServerSetup = PLAIN
     metrics_port: int | None = None
+    max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS
 
 
 def host_available_kb() -> int:
@@ -113,7 +115,8 @@ class Instance:
             self.limiter.resubscribed,
             self._ledger_lost,
         )
-        ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(RateLimiterServicer(self.limiter, metrics), self._server)
+        self._servicer = RateLimiterServicer(self.limiter, metrics, opts.max_watch_streams)
+        add_to_server(self._servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (
@@ -138,6 +141,7 @@ class Instance:
         await self._set_serving(False)
         if self._prometheus is not None and self._opts.metrics_port is not None:
             self._prometheus.watch(self.limiter.models, self.limiter.allocation)
+            self._prometheus.watch_streams(self._servicer.watch_streams)
             self._stop_metrics = serve_metrics(self._prometheus.registry, self._opts.host, self._opts.metrics_port)
         await self._server.start()
         self._tasks.append(asyncio.create_task(self._keep_registered(), name="heartbeat"))

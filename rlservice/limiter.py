@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .backend.ledger import Ledger
+from .backend.ledger import Ledger, LedgerUnavailable
 from .backend.wire import Event
 from .config import Settings
+from .errors import Unavailable
 from .instance.admission import Admission
 from .instance.lifecycle import LeaseLifecycle
 from .instance.local import LocalState
@@ -30,6 +31,7 @@ class Limiter:
         self.model_order = self.local.model_order
         self.leases = self.local.leases
         self.changes = self.local.changes
+        self._ledger = ledger
         self.membership = Membership(self.local, ledger)
         self._lifecycle = LeaseLifecycle(self.local, ledger, self.membership)
         self._admission = Admission(self.local, ledger, self.membership, self._lifecycle, lease_id_entropy)
@@ -65,6 +67,16 @@ class Limiter:
 
     async def extend(self, lease_id: str, ttl_ms: int) -> int:
         return await self._lifecycle.extend(lease_id, ttl_ms)
+
+    async def lease_use(self, lease_id: str) -> tuple[str, str] | None:
+        """(job type, model) of a lease, from this instance's table or else the ledger; None when unknown."""
+        lease = self.leases.get(lease_id)
+        if lease is not None:
+            return lease.job_type, lease.model
+        try:
+            return await self._ledger.lease_use(lease_id)
+        except LedgerUnavailable as e:
+            raise Unavailable(f"Redis is unreachable, the lease's job type cannot be checked: {e}") from None
 
     def rebalance(self) -> bool:
         return self.local.rebalance()

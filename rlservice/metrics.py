@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from rlcommon.metric_children import Children
+from rlcommon.watch_cap import StreamCap
 
 from .backend.ledger import ClosedLease
 from .results import AllocationReport
@@ -52,6 +53,9 @@ class ServiceMetrics:
         pass
 
     def release_failed(self, outcome: str) -> None:
+        pass
+
+    def watch_refused(self) -> None:
         pass
 
 
@@ -106,6 +110,11 @@ class PrometheusMetrics(ServiceMetrics):
                 registry=registry,
             )
         )
+        self._watch_refused = Counter(
+            "rlservice_watch_refused",
+            "WatchAllocation streams refused with RESOURCE_EXHAUSTED: the instance served --max-watch-streams already.",
+            registry=registry,
+        )
         self._redis = Children(
             Histogram(
                 "rlservice_redis_call_seconds",
@@ -133,6 +142,9 @@ class PrometheusMetrics(ServiceMetrics):
     def release_failed(self, outcome: str) -> None:
         self._release("", "", outcome).inc()
 
+    def watch_refused(self) -> None:
+        self._watch_refused.inc()
+
     def redis_call(self, script: str, seconds: float) -> None:
         self._redis(script).observe(seconds)
 
@@ -142,6 +154,26 @@ class PrometheusMetrics(ServiceMetrics):
             self._refunded(model)
             self._overage(model)
         self.registry.register(AllocationCollector(report, asyncio.get_running_loop()))
+
+    def watch_streams(self, cap: StreamCap) -> None:
+        self.registry.register(StreamsCollector(cap))
+
+
+class StreamsCollector(Collector):
+    """rlservice_watch_streams, read when scraped: one attribute the event loop replaces whole."""
+
+    def __init__(self, cap: StreamCap) -> None:
+        self._cap = cap
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterator[Metric]:
+        open_streams = GaugeMetricFamily("rlservice_watch_streams", "WatchAllocation streams open on this instance.")
+        open_streams.add_metric((), self._cap.open)
+        limit = GaugeMetricFamily("rlservice_watch_streams_max", "Its --max-watch-streams.")
+        limit.add_metric((), self._cap.limit)
+        yield from (open_streams, limit)
 
 
 class AllocationCollector(Collector):

@@ -365,6 +365,19 @@ class Ledger:
             return ReleaseReply(status, closed=closed)
         return ReleaseReply(status, closed=closed, snapshot=call.snapshots.get(closed.model))
 
+    async def lease_use(self, lease_id: str) -> tuple[str, str] | None:
+        """(job type, model) of a lease open or closed within the hour, None when the ledger has no
+        record of it. A lease's job type and model never change, so one plain read answers."""
+        try:
+            raw = await self._exec("GET", f"{self._key}:lease:{lease_id}")
+        except (RedisError, OSError) as e:
+            raise LedgerUnavailable(f"redis: {e}") from e
+        if raw is None:
+            return None
+        # Open and closed records alike start with their state, owner, model and job type.
+        fields = (raw.decode() if isinstance(raw, bytes) else str(raw)).split("\n", 4)
+        return fields[3], fields[2]
+
     async def extend(self, lease_id: str, ttl_ms: int) -> tuple[str, int]:
         """Returns (status, expires_at_ms); status is extended, closed or unknown."""
         status, r, _ = await self._run("extend", lease_id, ttl_ms)

@@ -155,10 +155,13 @@ def test_an_empty_or_unreadable_token_file_stops_the_start(module: str, tmp_path
     missing = tmp_path / "absent"
     spaced = tmp_path / "spaced"
     spaced.write_text("two words\n")
+    scoped = tmp_path / "scoped"
+    scoped.write_text("tok-fine\ntok-twice job_types=a job_types=b\n")
     for path, message in (
         (empty, f"token file {empty}: no token in it"),
         (missing, f"token file {missing}: cannot read it"),
-        (spaced, f"token file {spaced}, line 1: a token is printable ASCII without spaces"),
+        (spaced, f"token file {spaced}, line 1: field 2 is not key=value"),
+        (scoped, f"token file {scoped}, line 2: job_types is given twice"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", module, *base, "--auth-token-file", str(path)],
@@ -167,4 +170,4 @@ def test_an_empty_or_unreadable_token_file_stops_the_start(module: str, tmp_path
             timeout=60,
         )
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-        assert "two words" not in proc.stderr
+        assert "two words" not in proc.stderr and "words" not in proc.stderr and "tok-" not in proc.stderr

@@ -9,6 +9,7 @@ import pytest
 
 from rlcommon.auth import Tokens, bearer, load_tokens
 from rlcommon.errors import SetupError
+from rlcommon.scopes import UNRESTRICTED, Scope
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -18,7 +19,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_one_token_a_line_skipping_blanks_and_comments(tmp_path: Path) -> None:
-    assert load_tokens(write(tmp_path, "# ops\n  tok-a  \n\ntok-b\n")) == (b"tok-a", b"tok-b")
+    assert load_tokens(write(tmp_path, "# ops\n  tok-a  \n\ntok-b\n")) == (
+        (b"tok-a", UNRESTRICTED),
+        (b"tok-b", UNRESTRICTED),
+    )
 
 
 @pytest.mark.parametrize(
@@ -26,7 +30,7 @@ def test_one_token_a_line_skipping_blanks_and_comments(tmp_path: Path) -> None:
     [
         ("", "no token in it"),
         ("# only a comment\n\n", "no token in it"),
-        ("tok-a\nhas a space\n", "line 2: a token is printable ASCII without spaces"),
+        ("tok-a\nhas a space\n", "line 2: field 2 is not key=value"),
         ("t\u00f6k\n", "line 1: a token is printable ASCII without spaces"),
     ],
 )
@@ -40,13 +44,13 @@ def test_a_bad_file_is_refused_naming_it_and_never_quoting_a_token(tmp_path: Pat
 
 
 def test_the_header_check(tmp_path: Path) -> None:
-    tokens = Tokens(write(tmp_path, "tok-a\ntok-b\n"))
-    assert tokens.refusal(bearer("tok-b")) is None
-    assert tokens.refusal((("authorization", "bearer tok-a"),)) is None
-    assert "requires a token" in (tokens.refusal((("x-other", "tok-a"),)) or "")
-    assert "must be 'Bearer <token>'" in (tokens.refusal((("authorization", "tok-a"),)) or "")
-    assert "not one this server accepts" in (tokens.refusal(bearer("tok-c")) or "")
-    assert "not one this server accepts" in (tokens.refusal(bearer("tok-a-longer")) or "")
+    tokens = Tokens(write(tmp_path, "tok-a\ntok-b models=m1\n"))
+    assert tokens.identify(bearer("tok-b")) == Scope(None, frozenset({"m1"}))
+    assert tokens.identify((("authorization", "bearer tok-a"),)) == UNRESTRICTED
+    assert "requires a token" in str(tokens.identify((("x-other", "tok-a"),)))
+    assert "must be 'Bearer <token>'" in str(tokens.identify((("authorization", "tok-a"),)))
+    assert "not one this server accepts" in str(tokens.identify(bearer("tok-c")))
+    assert "not one this server accepts" in str(tokens.identify(bearer("tok-a-longer")))
 
 
 def test_reload_swaps_only_for_a_good_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -54,9 +58,9 @@ def test_reload_swaps_only_for_a_good_file(tmp_path: Path, caplog: pytest.LogCap
     tokens = Tokens(path)
     path.write_text("tok-b\n")
     tokens.reload()
-    assert tokens.refusal(bearer("tok-b")) is None and tokens.refusal(bearer("tok-a")) is not None
+    assert tokens.identify(bearer("tok-b")) == UNRESTRICTED and isinstance(tokens.identify(bearer("tok-a")), str)
     path.write_text("")
     with caplog.at_level(logging.WARNING, logger="rlcommon.auth"):
         tokens.reload()
-    assert tokens.refusal(bearer("tok-b")) is None
+    assert tokens.identify(bearer("tok-b")) == UNRESTRICTED
     assert "keeping the 1 tokens read before" in caplog.text and "tok-b" not in caplog.text
