@@ -27,7 +27,7 @@ models:
   m: {max_concurrent_requests: 1}
 job_types:
   w: {estimated_tokens: 10, max_wait_ms: {m: 600000}}
-max_waiters: 100000
+max_waiters: 10000
 """
 SETTLE_S = 1.0
 

@@ -154,8 +154,8 @@ class ProviderFeedbackConfig(_Strict):
     tolerance_tokens: NonNegativeInt | None = None
 
 
-# Acquires one instance lets wait at once, by default. A waiter costs about 4 KB of the instance's memory
-# (docs/performance.md, make bench-waiters): 10 000 of them hold about 40 MB, and a burst that size still
+# Acquires one instance lets wait at once, by default. A waiter costs about 27 KB of the instance's memory
+# (docs/performance.md, make bench-waiters): 5 000 of them hold about 135 MB, and a burst that size still
 # reaches the queue before gRPC's own backlog limit (rlcommon.server_options) would shed calls unanswered.
 DEFAULT_MAX_WAITERS = 5_000
 
