@@ -19,7 +19,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from rlcommon.metrics_http import serve as serve_metrics
-from rlcommon.server import BACKLOG_OPTIONS, PLAIN, ServerSetup
+from rlcommon.server import PLAIN, ServerSetup
+from rlcommon.server_options import SERVER_OPTIONS
 from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS
 from rlproto import ratelimit_pb2
 
@@ -78,7 +79,7 @@ class Instance:
     def __init__(self, opts: Options) -> None:
         self._opts = opts
         self._server = grpc.aio.server(
-            options=BACKLOG_OPTIONS, interceptors=opts.setup.interceptors(SERVICE_NAME) or None
+            options=SERVER_OPTIONS, interceptors=opts.setup.interceptors(SERVICE_NAME) or None
         )
         self._health = health_aio.HealthServicer()
         self.port = opts.setup.bind(self._server, f"{opts.host}:{opts.port}")

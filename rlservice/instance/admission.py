@@ -11,7 +11,7 @@ from ..backend.ledger import AcquireReply, LedgerUnavailable, NotRegistered, Ope
 from ..backend.ledgers import LedgerApi
 from ..capacity.leases import Lease
 from ..capacity.state import JobType, ModelState, Reservation
-from ..capacity.waiting import Waiter
+from ..capacity.waiting import QueueFull, Waiter, WaitPlaces
 from ..capacity.windows import default_wait_ms
 from ..errors import DeadlineExceeded, Exhausted, Unavailable
 from ..results import Grant
@@ -23,6 +23,14 @@ from .membership import Membership
 log = logging.getLogger(__name__)
 
 _REVOKE_RETRY_S = 1.0
+
+
+def queue_full(places: WaitPlaces) -> Exhausted:
+    return Exhausted(
+        f"the wait queue of this instance is full: {places.taken} Acquire requests are waiting, the most "
+        f"max_waiters ({places.limit}) allows; retry later or on another instance, or raise max_waiters "
+        "in the configuration (docs/operations.md sizes it)"
+    )
 
 
 def grant_of(lease: Lease, instance_id: str) -> Grant:
@@ -136,6 +144,9 @@ class Admission:
         loop = asyncio.get_running_loop()
         queue = model.queues[jt.name]
         res = local.reserve(model, jt) if not len(queue) else None
+        if res is None and local.wait_places.full:
+            # Refused before the look at the ledger: a full queue costs Redis nothing.
+            raise queue_full(local.wait_places)
         if res is None and first:
             # One look at the ledger even when waiting: another instance may hold this job's lease.
             reply = await self._call_ledger(model, jt, job_id, "", ttl_ms, peek=True)
@@ -154,7 +165,10 @@ class Admission:
                     if got is not None:
                         return got, waiter is not None
                 if waiter is None:
-                    waiter = queue.join()
+                    try:
+                        waiter = queue.join()
+                    except QueueFull:
+                        raise queue_full(local.wait_places) from None
                     recording = self._membership.waiters_changed(model)
                     local.changes.notify()
                     if recording is not None and local.lend:
