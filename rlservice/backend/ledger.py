@@ -60,6 +60,23 @@ class OpenLease:
 
 
 @dataclass(frozen=True, slots=True)
+class AcquireCall:
+    """One attempt to take a job's estimate from a model's ledger. token_kinds: the model limits
+    input or output tokens apart, so the estimate's parts go along (a model without them costs
+    Redis nothing for them)."""
+
+    model: str
+    job_id: str
+    job_type: str
+    lease_id: str
+    estimate: Estimate
+    ttl_ms: int
+    lend: bool
+    peek: bool
+    token_kinds: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class AcquireReply:
     status: str  # granted | existing | denied
     snapshot: Snapshot
@@ -290,32 +307,20 @@ class Ledger:
             raise LedgerUnavailable(f"the ledger does not know model {model!r}")
         return snap
 
-    async def acquire(
-        self,
-        model: str,
-        job_id: str,
-        job_type: str,
-        lease_id: str,
-        estimate: Estimate,
-        ttl_ms: int,
-        lend: bool,
-        peek: bool,
-        token_kinds: bool = False,
-    ) -> AcquireReply:
-        """token_kinds: the model limits input or output tokens apart, so the estimate's parts go
-        along (a model without them costs Redis nothing for them)."""
+    async def acquire(self, request: AcquireCall) -> AcquireReply:
+        estimate = request.estimate
         args: tuple[Any, ...] = (
-            model,
-            job_id,
-            job_type,
-            lease_id,
+            request.model,
+            request.job_id,
+            request.job_type,
+            request.lease_id,
             estimate.tokens,
             estimate.requests,
-            ttl_ms,
-            "1" if lend else "0",
-            "1" if peek else "0",
+            request.ttl_ms,
+            "1" if request.lend else "0",
+            "1" if request.peek else "0",
         )
-        if token_kinds:
+        if request.token_kinds:
             args += (estimate.input_tokens, estimate.output_tokens)
         status, r, call = await self._run("acquire", *args)
         if status == "existing":
@@ -334,7 +339,7 @@ class Ledger:
             )
             snap = self._state_of(status, call, lease.model)
             return AcquireReply(status, snap, expires_at_ms=lease.expires_at_ms, existing=lease)
-        snap = self._state_of(status, call, model)
+        snap = self._state_of(status, call, request.model)
         if status == "granted":
             return AcquireReply(status, snap, expires_at_ms=int(r[1]))
         return AcquireReply(status, snap)

@@ -24,8 +24,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..types import Estimate, ModelLimits, Outcome, ProviderFeedback, Snapshot, Usage
-from .ledger import AcquireReply, FeedbackPolicy, Ledger, LedgerUnavailable, ReleaseReply
+from ..types import ModelLimits, Outcome, ProviderFeedback, Snapshot, Usage
+from .ledger import AcquireCall, AcquireReply, FeedbackPolicy, Ledger, LedgerUnavailable, ReleaseReply
 
 # A lease id's model tag follows its token after this (tokens are URL-safe base64: no dot).
 _TAG_SEP = "."
@@ -55,18 +55,7 @@ class LedgerApi(Protocol):
 
     async def set_waiting(self, model: str, waiting: bool) -> Snapshot: ...
 
-    async def acquire(
-        self,
-        model: str,
-        job_id: str,
-        job_type: str,
-        lease_id: str,
-        estimate: Estimate,
-        ttl_ms: int,
-        lend: bool,
-        peek: bool,
-        token_kinds: bool = False,
-    ) -> AcquireReply: ...
+    async def acquire(self, request: AcquireCall) -> AcquireReply: ...
 
     async def release(
         self, lease_id: str, outcome: Outcome, usage: Usage, provider: ProviderFeedback | None = None
@@ -180,21 +169,8 @@ class ModelLedgers:
     async def set_waiting(self, model: str, waiting: bool) -> Snapshot:
         return await self._ledgers[model].set_waiting(model, waiting)
 
-    async def acquire(
-        self,
-        model: str,
-        job_id: str,
-        job_type: str,
-        lease_id: str,
-        estimate: Estimate,
-        ttl_ms: int,
-        lend: bool,
-        peek: bool,
-        token_kinds: bool = False,
-    ) -> AcquireReply:
-        return await self._ledgers[model].acquire(
-            model, job_id, job_type, lease_id, estimate, ttl_ms, lend, peek, token_kinds
-        )
+    async def acquire(self, request: AcquireCall) -> AcquireReply:
+        return await self._ledgers[request.model].acquire(request)
 
     async def release(
         self, lease_id: str, outcome: Outcome, usage: Usage, provider: ProviderFeedback | None = None

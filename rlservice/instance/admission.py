@@ -7,7 +7,7 @@ import asyncio
 import logging
 import secrets
 
-from ..backend.ledger import AcquireReply, LedgerUnavailable, NotRegistered, OpenLease
+from ..backend.ledger import AcquireCall, AcquireReply, LedgerUnavailable, NotRegistered, OpenLease
 from ..backend.ledgers import LedgerApi
 from ..capacity.leases import Lease
 from ..capacity.state import JobType, ModelState, Reservation
@@ -203,15 +203,17 @@ class Admission:
     ) -> AcquireReply:
         try:
             reply = await self._ledger.acquire(
-                model.name,
-                job_id,
-                jt.name,
-                lease_id,
-                jt.estimate,
-                ttl_ms,
-                self._local.lend,
-                peek,
-                token_kinds=model.limits.token_kinds,
+                AcquireCall(
+                    model.name,
+                    job_id,
+                    jt.name,
+                    lease_id,
+                    jt.estimate,
+                    ttl_ms,
+                    self._local.lend,
+                    peek,
+                    token_kinds=model.limits.token_kinds,
+                )
             )
         except NotRegistered:
             self._membership.reregister()

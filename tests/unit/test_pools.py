@@ -542,7 +542,7 @@ def check_room_agrees(ledger: Ledger, e: Quad) -> None:
 
 # Small limits against estimates of their order make the window fill up. Estimates start at 1 in
 # every dimension but input and output tokens, which split the tokens.
-@settings(deadline=None, max_examples=300)
+@settings(max_examples=300)
 @given(
     model_limits_strategy(max_rate=500, max_concurrent=20),
     st.integers(1, 5),
