@@ -10,6 +10,7 @@ instance. It reports instructions per script call and per operation for:
 - the ledger with no operation (what every call pays before its first operation);
 - Acquire + Release pairs, one operation a call and in batches of 3 and 8 (group commit), with what
   a call costs on its own and what each operation adds;
+- the ledger's workloads again with the model's limits as rolling buckets, against fixed windows;
 - the same pairs on script_floor.lua, a script that keeps only the counters and job ids in Redis
   (no lease records, no functions made per call): the floor under any ledger that keeps the
   guarantee, to compare the ledger with.
@@ -42,11 +43,13 @@ PREFIX = "{bench}"
 INSTANCE = "bench-instance"
 MODEL = "bench-model"
 LIMITS = limits_json({MODEL: ModelLimits((10**12, 10**10, None, None), None)})
+# The same limits as rolling buckets (SPEC §12), whose cost per RPC must stay within 10 % of fixed windows'.
+ROLLING = limits_json({MODEL: ModelLimits((10**12, 10**10, None, None), None, rolling=True)})
 
 Workload = Callable[[redis.Redis, str], None]
 
 
-def instructions(workload: Workload, work: Path) -> int:
+def instructions(workload: Workload, work: Path, limits: str = LIMITS) -> int:
     """Instructions redis-server ran in all, from its start to its shutdown, around the workload."""
     out = work / f"callgrind.{time.monotonic_ns()}.out"
     port = free_port()
@@ -69,7 +72,7 @@ def instructions(workload: Workload, work: Path) -> int:
         proc.kill()
         raise
     sha = str(client.script_load(Ledger._script_text()))
-    client.evalsha(sha, 1, PREFIX, INSTANCE, "register", 2, LIMITS, MAX_MODELS)
+    client.evalsha(sha, 1, PREFIX, INSTANCE, "register", 2, limits, MAX_MODELS)
     workload(client, sha)
     # The server closes the connection as it shuts down.
     with contextlib.suppress(redis.ConnectionError):
@@ -141,9 +144,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rl-script-cost-") as tmp:
         work = Path(tmp)
         base = instructions(lambda client, sha: None, work)
+        rolling_base = instructions(lambda client, sha: None, work, ROLLING)
 
         def per_call(workload: Workload) -> float:
             return (instructions(workload, work) - base) / calls
+
+        def rolling_per_call(workload: Workload) -> float:
+            return (instructions(workload, work, ROLLING) - rolling_base) / calls
 
         trivial = per_call(repeat(calls, "return 1"))
         empty = per_call(repeat(calls, None))
@@ -154,6 +161,10 @@ def main() -> int:
                 cost = per_call(workload(calls, batch))
                 batched[label, batch] = cost
                 rows.append((f"{label}, {batch} a call", cost, batch))
+        windows = [("no operation", empty, rolling_per_call(repeat(calls, None)))]
+        windows += [
+            (f"{b} a call", batched["Acquire or Release", b], rolling_per_call(pairs(calls, b))) for b in (1, 3, 8)
+        ]
     print(f"redis-server {redis_server_binary()}; {calls} script calls per workload; instructions under callgrind")
     print(f"{'workload':<34} {'per call':>10} {'per op':>10}")
     for label, cost, ops in rows:
@@ -168,6 +179,10 @@ def main() -> int:
             f"operation adds {each:,.0f} ({each / trivial:.1f}); with B operations a call, an RPC costs "
             f"{fixed:,.0f} / B + {each:,.0f}"
         )
+    print("\nthe ledger, fixed windows against rolling buckets (instructions per call)")
+    print(f"{'Acquire or Release':<34} {'fixed':>10} {'rolling':>10} {'rolling/fixed':>14}")
+    for label, fixed_cost, rolling_cost in windows:
+        print(f"{label:<34} {fixed_cost:>10,.0f} {rolling_cost:>10,.0f} {rolling_cost / fixed_cost:>14.1%}")
     return 0
 
 

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import ssl
@@ -51,6 +52,7 @@ from rllocal.processes import (
     stop_processes,
 )
 from rllocal.provider_config import DEFAULT_KEY, provider_settings, write_provider_config
+from rllocal.redis_cluster import LocalCluster
 from rlprovider.tokens import CHARS_PER_TOKEN, prompt_tokens
 from rlservice.config import load_settings, preset_path
 
@@ -154,6 +156,16 @@ class Cluster:
         finally:
             client.close()
         return child
+
+    def start_redis_cluster(self) -> str:
+        """A local Redis Cluster of three masters; returns the URL of one node (the client finds the
+        others). Its nodes are children like the rest, stopped last."""
+        nodes = LocalCluster(self.workdir / "redis-cluster")
+        try:
+            nodes.start()
+        finally:
+            self.children += [Child("redis-server", n.proc, n.port) for n in nodes.nodes if n.proc is not None]
+        return nodes.url
 
     def start_module(self, module: str, args: list[str]) -> Child:
         log = self.workdir / f"{module}-{len(self.children)}.log"
@@ -639,6 +651,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m rllocal.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0, help="how long to drive the load (default 20)")
     p.add_argument("--seed", type=int, help="seed of the random load, for a repeatable run")
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=os.environ.get("REDIS_CLUSTER") == "1",
+        help="the ledger on a local Redis Cluster of three masters, the models spread over them (or REDIS_CLUSTER=1)",
+    )
     return p.parse_args(argv)
 
 
@@ -653,7 +671,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace, cluster: Cluster) -> int:
-    redis_url = f"redis://{HOST}:{cluster.start_redis().port}/0"
+    if args.redis_cluster:
+        redis_args = ["--redis-cluster", "--redis-url", cluster.start_redis_cluster()]
+    else:
+        redis_args = ["--redis-url", f"redis://{HOST}:{cluster.start_redis().port}/0"]
     config = cluster.workdir / "demo.yaml"
     models, windows = write_demo_config(config)
     provider_config = cluster.workdir / "provider.yaml"
@@ -666,7 +687,7 @@ def run(args: argparse.Namespace, cluster: Cluster) -> int:
         ),
     )
     provider = cluster.start_module("rlprovider", ["--config", str(provider_config)])
-    instances = [cluster.start_module("rlservice", ["--config", str(config), "--redis-url", redis_url]) for _ in "ab"]
+    instances = [cluster.start_module("rlservice", ["--config", str(config), *redis_args]) for _ in "ab"]
     proxy = cluster.start_module("rlproxy", ["--targets", ",".join(f"{HOST}:{c.port}" for c in instances)])
     for c in cluster.children:
         print(f"started {c.name} pid {c.proc.pid} on {HOST}:{c.port}", flush=True)

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from rlservice.config import load_settings, preset_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,8 +107,9 @@ def assert_provider_side(output: str) -> None:
     assert accepted >= 1, section
 
 
-def test_demo_runs_reports_and_cleans_up() -> None:
-    proc = demo("--seconds", "3", "--seed", "7")
+@pytest.mark.parametrize("redis", [[], ["--redis-cluster"]], ids=["redis", "cluster"])
+def test_demo_runs_reports_and_cleans_up(redis: list[str]) -> None:
+    proc = demo("--seconds", "3", "--seed", "7", *redis)
     try:
         output, _ = proc.communicate(timeout=120)
     finally:
@@ -119,6 +122,8 @@ def test_demo_runs_reports_and_cleans_up() -> None:
     assert PROGRESS.search(output), output
     assert "error:" not in output, output
     assert_provider_side(output)
+    # One Redis, or the cluster's three masters.
+    assert sum(name == "redis-server" for name, _, _ in children(output)) == (3 if redis else 1), output
     assert_all_gone(output)
 
 
