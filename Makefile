@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider bench-provider-kinds bench-watch clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider bench-provider-kinds bench-watch bench-waiters clean
 
 install: $(STAMP)
 
@@ -70,6 +70,11 @@ bench-metrics: install
 # streams open, in one run (docs/performance.md). Other settings: make bench-watch WATCH_ARGS="--concurrency 1"
 bench-watch: install
 	$(PY) bench/watch_bench.py $(WATCH_ARGS)
+
+# Not part of `make test`: an instance's memory (RSS) with 0 to 8 000 Acquires waiting, to size max_waiters
+# (docs/performance.md). Other settings: make bench-waiters WAITER_ARGS="--waiters 4000 --step 500"
+bench-waiters: install
+	$(PY) bench/waiter_memory.py $(WAITER_ARGS)
 
 # Not part of `make test`: workers against rlprovider with and without the limiter, N = 1, 2, 4,
 # about 12 minutes (docs/performance.md). Shorter: make bench-provider PROVIDER_ARGS="--instances 1 --seconds 120"

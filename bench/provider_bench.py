@@ -108,12 +108,13 @@ def provider_config(keys: list[str]) -> dict[str, Any]:
     }
 
 
-def service_config(window: str) -> dict[str, Any]:
+def service_config(window: str, tolerance_tokens: int | None) -> dict[str, Any]:
     model: dict[str, Any] = {"tokens_per_minute": TPM, "requests_per_minute": RPM}
     # Written only when asked: fixed windows are the default, and an older service rejects the field.
     if window == "rolling":
         model["window"] = "rolling"
-    return {
+    feedback = {} if tolerance_tokens is None else {"provider_feedback": {"tolerance_tokens": tolerance_tokens}}
+    return feedback | {
         "lend_idle_capacity": True,
         "models": {SERVICE_MODEL: model},
         "job_types": {
@@ -581,6 +582,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=40, help="jobs each run keeps going at once (default 40)")
     p.add_argument("--sdk-retries", type=int, default=20, help="the SDK's max_retries in the sdk mode (default 20)")
     p.add_argument("--window", choices=("fixed", "rolling"), default="fixed", help="the model's window (default fixed)")
+    p.add_argument(
+        "--tolerance-tokens",
+        type=int,
+        default=None,
+        help="provider_feedback.tolerance_tokens (default: the service's, the largest estimate)",
+    )
     p.add_argument("--logs", type=Path, help="keep the processes' logs and configurations in this folder")
     args = p.parse_args()
     args.ns = [int(x) for x in args.instances.split(",")]
@@ -614,7 +621,7 @@ def main() -> int:
         provider_file = logs / "provider.yaml"
         provider_file.write_text(yaml.safe_dump(provider_config([r.key for rs in runs_by_n.values() for r in rs])))
         service_file = logs / "service.yaml"
-        service_file.write_text(yaml.safe_dump(service_config(args.window)))
+        service_file.write_text(yaml.safe_dump(service_config(args.window, args.tolerance_tokens)))
         processes = Processes(logs)
         redis_server = RedisServer(work)
         redis_server.start()

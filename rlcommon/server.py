@@ -19,16 +19,6 @@ from .logs import FORMATS, CallFields
 from .parsing import ParseErrors
 from .tls import server_credentials
 
-# gRPC core holds the calls that arrive faster than the server's event loop picks them up, and past
-# 1000 of them (its default) cancels new ones at random, with CANCELLED and no message, before the
-# servicer sees them: a burst of 1500 WatchAllocation streams lost about 40 that way. With room for
-# 10 000, such a burst reaches the servicer, which answers each (past --max-watch-streams with
-# RESOURCE_EXHAUSTED and why). docs/operations.md: what a client sees.
-BACKLOG_OPTIONS: Final = (
-    ("grpc.server.max_pending_requests", 10_000),
-    ("grpc.server.max_pending_requests_hard_limit", 20_000),
-)
-
 
 def port_number(value: str) -> int:
     if not value.isdigit() or int(value) > 65535:

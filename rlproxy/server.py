@@ -11,7 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
-from rlcommon.server import BACKLOG_OPTIONS, PLAIN, ServerSetup
+from rlcommon.server import PLAIN, ServerSetup
+from rlcommon.server_options import SERVER_OPTIONS
 from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS
 from rlproxy.access import PLAINTEXT, TargetAccess
 from rlproxy.forwarding import Forwarder
@@ -51,7 +52,7 @@ class ProxyServer:
         self._setup = setup
         # With SO_REUSEPORT a second process could bind the same port and silently take half the calls.
         self._server = aio.server(
-            options=(("grpc.so_reuseport", 0), *BACKLOG_OPTIONS), interceptors=setup.interceptors(RATE_LIMITER) or None
+            options=(*SERVER_OPTIONS, ("grpc.so_reuseport", 0)), interceptors=setup.interceptors(RATE_LIMITER) or None
         )
         forwarder = self.forwarder = Forwarder(self._pool, policy, metrics, max_watch_streams)
         self._server.add_generic_rpc_handlers(

@@ -9,6 +9,7 @@ from typing import Final
 import grpc
 from grpc_health.v1 import health_pb2
 
+from rlcommon.server_options import MAX_REPLY_BYTES
 from rlproto import ratelimit_pb2
 from rlproxy.access import TargetAccess
 
@@ -34,6 +35,8 @@ CHANNEL_OPTIONS: Final = (
     ("grpc.max_reconnect_backoff_ms", 1000),
     # Despite its name, gRPC takes this as the least time a connection attempt is given.
     ("grpc.min_reconnect_backoff_ms", int(CONNECT_TIMEOUT_S * 1000)),
+    # The proxy passes on what an instance may send, and sends what a client may receive.
+    ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
 )
 PROBE_TIMEOUT_S: Final = 2.0
 # A refused connection makes a target known down at once and a connection attempt ends within

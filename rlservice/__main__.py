@@ -36,6 +36,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         help="default: $REDIS_URL, else redis://127.0.0.1:6379/0",
     )
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=os.environ.get("REDIS_CLUSTER", "") == "1",
+        help="--redis-url names one node of a Redis Cluster; each model's keys get a hash tag of their own"
+        " (default: $REDIS_CLUSTER=1)",
+    )
     p.add_argument("--instance-id", type=instance_id, help="default: HOST-PORT-RANDOM")
     p.add_argument("--key-prefix", default="rl", help="Redis keys live under {PREFIX}")
     p.add_argument("--log-level", default=os.environ.get("RL_LOG_LEVEL", "INFO"))
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         setup,
         args.metrics_port,
         args.max_watch_streams,
+        args.redis_cluster,
     )
     try:
         uvloop.run(serve(opts))

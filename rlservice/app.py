@@ -17,18 +17,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from rlcommon.metrics_http import serve as serve_metrics
-from rlcommon.server import BACKLOG_OPTIONS, PLAIN, ServerSetup
+from rlcommon.server import PLAIN, ServerSetup
+from rlcommon.server_options import SERVER_OPTIONS
 from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS
 from rlproto import ratelimit_pb2
 
 from .api import RateLimiterServicer, add_to_server
 from .backend.events import EventStream
-from .backend.ledger import FeedbackPolicy, Ledger, LedgerUnavailable
+from .backend.ledger import FeedbackPolicy, LedgerUnavailable
+from .backend.ledgers import connect
 from .config import Settings
 from .limiter import Limiter
 from .metrics import NO_METRICS, PrometheusMetrics
@@ -51,6 +50,12 @@ class Options:
     setup: ServerSetup = PLAIN
     metrics_port: int | None = None
     max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS
+    # --redis-url names one node of a Redis Cluster (backend/ledgers.py).
+    redis_cluster: bool = False
+
+
+def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    return health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def host_available_kb() -> int:
@@ -74,21 +79,9 @@ class Instance:
     def __init__(self, opts: Options) -> None:
         self._opts = opts
         self._server = grpc.aio.server(
-            options=BACKLOG_OPTIONS, interceptors=opts.setup.interceptors(SERVICE_NAME) or None
+            options=SERVER_OPTIONS, interceptors=opts.setup.interceptors(SERVICE_NAME) or None
         )
         self._health = health_aio.HealthServicer()
-        # Script calls take well under a millisecond in Redis: a call that hangs means Redis is gone.
-        # One retry at once on a new connection covers a connection a restarted Redis dropped; more,
-        # with backoff, would only hold callers while Redis is down, where they must fail at once.
-        self._redis: Redis = Redis.from_url(
-            opts.redis_url, socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 1)
-        )
-        # The subscriber blocks on reads by design, so it gets its own connection with no read timeout.
-        # No retries: a subscriber that reconnects by itself would miss what was published meanwhile
-        # without knowing it; the event stream resubscribes and re-reads the whole state instead.
-        self._events_redis: Redis = Redis.from_url(
-            opts.redis_url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
-        )
         self.port = opts.setup.bind(self._server, f"{opts.host}:{opts.port}")
         if self.port == 0:
             raise OSError(f"cannot bind {opts.host}:{opts.port}")
@@ -104,16 +97,28 @@ class Instance:
             settings.provider_feedback.default_pause_ms,
             settings.feedback_tolerance(),
         )
-        ledger = Ledger(self._redis, opts.key_prefix, instance_id, settings.stale_after_ms, observe, feedback)
-        self.limiter = Limiter(opts.settings, ledger, memory_capacity_kb(opts.settings))
-        self._events = EventStream(
-            self._events_redis,
-            ledger.channel,
+        self._backend = connect(
+            opts.redis_url,
+            opts.redis_cluster,
+            opts.key_prefix,
             instance_id,
-            self.limiter.on_event,
-            self.limiter.resubscribed,
-            self._ledger_lost,
+            settings.models,
+            settings.stale_after_ms,
+            observe,
+            feedback,
         )
+        self.limiter = Limiter(opts.settings, self._backend.ledger, memory_capacity_kb(opts.settings))
+        self._events = [
+            EventStream(
+                self._backend.events_redis,
+                channel,
+                instance_id,
+                self.limiter.on_event,
+                self.limiter.resubscribed,
+                self._ledger_lost,
+            )
+            for channel in self._backend.channels
+        ]
         self._servicer = RateLimiterServicer(self.limiter, metrics, opts.max_watch_streams)
         add_to_server(self._servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -127,14 +132,25 @@ class Instance:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._serving = False
+        self._down: list[str] = []
         # Set when Redis looks gone between heartbeats: the next check of Redis is due at once.
         self._probe = asyncio.Event()
 
     async def _set_serving(self, serving: bool) -> None:
+        """The server's health, and each model's under SERVICE_NAME/MODEL: on a Redis Cluster, the
+        models of a shard that is down are NOT_SERVING while the others serve."""
         self._serving = serving
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        await self._health.set("", status)
-        await self._health.set(SERVICE_NAME, status)
+        await self._health.set("", _status(serving))
+        await self._health.set(SERVICE_NAME, _status(serving))
+        down = self._backend.ledger.unreachable()
+        if down != self._down:
+            if down:
+                log.warning("Redis unreachable for models %s; the others keep serving", ", ".join(down))
+            else:
+                log.info("every model's ledger answers again")
+            self._down = down
+        for model in self._opts.settings.models:
+            await self._health.set(f"{SERVICE_NAME}/{model}", _status(serving and model not in down))
 
     async def start(self) -> None:
         await self._set_serving(False)
@@ -150,12 +166,13 @@ class Instance:
         settings = self._opts.settings
         while True:
             try:
-                await self._events.start()
+                for events in self._events:
+                    await events.start()
                 await self.limiter.start()
                 break
             except LedgerUnavailable as e:
                 log.warning("Redis unreachable, not serving yet: %s", e)
-                await self._events.stop()
+                await self._stop_events()
                 await asyncio.sleep(REGISTER_RETRY_S)
         log.info("registered as %s", self.limiter.instance_id)
         await self._set_serving(True)
@@ -186,6 +203,10 @@ class Instance:
             await asyncio.sleep(interval)
             self.limiter.rebalance()
 
+    async def _stop_events(self) -> None:
+        for events in self._events:
+            await events.stop()
+
     async def stop(self) -> None:
         """Stops accepting and leaves the ledger at once, so that the others re-divide while the
         calls still running get a short grace period."""
@@ -196,9 +217,8 @@ class Instance:
         draining = asyncio.create_task(self._server.stop(SHUTDOWN_GRACE_S))
         await self.limiter.close()
         await draining
-        await self._events.stop()
-        await self._redis.aclose()
-        await self._events_redis.aclose()
+        await self._stop_events()
+        await self._backend.aclose()
         if self._stop_metrics is not None:
             await asyncio.to_thread(self._stop_metrics)
 

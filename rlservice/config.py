@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from rlcommon.config_files import ConfigError as ConfigError
 from rlcommon.config_files import load_model, parse_model
+from rlcommon.server_options import MAX_PENDING_CALLS
 
 from .types import RATE_DIMS, Estimate
 
@@ -153,16 +154,24 @@ class ProviderFeedbackConfig(_Strict):
     tolerance_tokens: NonNegativeInt | None = None
 
 
+# Acquires one instance lets wait at once, by default. A waiter costs about 27 KB of the instance's memory
+# (docs/performance.md, make bench-waiters): 5 000 of them hold about 135 MB, and a burst that size still
+# reaches the queue before gRPC's own backlog limit (rlcommon.server_options) would shed calls unanswered.
+DEFAULT_MAX_WAITERS = 5_000
+
 # The most models that share one key prefix. The ledger's maintenance (registering, removing an
 # instance, a heartbeat's states) works on every model in one script call, so their number is its
 # batch: 64 keeps such a call within a few milliseconds of Redis.
 MAX_MODELS = 64
+# With the names' length, these bound the largest Acquire and GetAllocation (rlcommon.server_options).
+MAX_JOB_TYPES = 64
+MAX_NAME_LENGTH = 128
 
 
 class Settings(_Strict):
     models: Annotated[dict[str, ModelConfig], Field(min_length=1, max_length=MAX_MODELS)]
     escalation_order: list[str] | None = None
-    job_types: Annotated[dict[str, JobTypeConfig], Field(min_length=1)]
+    job_types: Annotated[dict[str, JobTypeConfig], Field(min_length=1, max_length=MAX_JOB_TYPES)]
     default_job_type: str | None = None
     ratio_adjustment: RatioAdjustment = RatioAdjustment()
     min_job_type_capacity: NonNegativeInt = 1
@@ -174,6 +183,18 @@ class Settings(_Strict):
     # share, up to what is left globally (SPEC §5).
     lend_idle_capacity: bool = False
     provider_feedback: ProviderFeedbackConfig = ProviderFeedbackConfig()
+    # Beyond it an Acquire that would wait is refused at once with RESOURCE_EXHAUSTED.
+    max_waiters: PositiveInt = DEFAULT_MAX_WAITERS
+
+    @field_validator("max_waiters")
+    @classmethod
+    def _waiters_within_grpc_backlog(cls, value: int) -> int:
+        if value > MAX_PENDING_CALLS:
+            raise ValueError(
+                f"{value} is above {MAX_PENDING_CALLS}, the calls gRPC holds before the service sees them: "
+                "beyond it a burst of waiters would be dropped unanswered; run more instances instead"
+            )
+        return value
 
     @model_validator(mode="after")
     def _cross_references(self) -> Self:
@@ -181,6 +202,8 @@ class Settings(_Strict):
             for name in names:
                 if not name.isprintable():
                     raise ValueError(f"{kind}: the name {name!r} holds a line break or another control character")
+                if len(name) > MAX_NAME_LENGTH:
+                    raise ValueError(f"{kind}: the name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
         if self.escalation_order is not None:
             for i, name in enumerate(self.escalation_order):
                 if name not in self.models:

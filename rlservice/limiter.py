@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .backend.ledger import Ledger, LedgerUnavailable
+from .backend.ledger import LedgerUnavailable
+from .backend.ledgers import LedgerApi
 from .backend.wire import Event
 from .config import Settings
 from .errors import Unavailable
@@ -21,7 +22,7 @@ from .types import Outcome, ProviderFeedback, Usage
 
 class Limiter:
     def __init__(
-        self, settings: Settings, ledger: Ledger, memory_capacity_kb: int | None, lease_id_entropy: int = 12
+        self, settings: Settings, ledger: LedgerApi, memory_capacity_kb: int | None, lease_id_entropy: int = 12
     ) -> None:
         self.settings = settings
         self.instance_id = ledger.instance_id

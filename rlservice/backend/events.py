@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
-from .ledger import LedgerUnavailable
+from .ledger import REDIS_ERRORS, LedgerUnavailable
 from .wire import Event, parse_event
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ RETRY_S = 0.5
 class EventStream:
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         channel: str,
         origin: str,
         on_event: Callable[[Event], None],
@@ -39,15 +39,29 @@ class EventStream:
 
     async def start(self) -> None:
         """Subscribes before returning, so that nothing published after this is missed."""
+        try:
+            pubsub = await self._subscribe(refresh=False)
+        except REDIS_ERRORS as e:
+            # The caller retries on this, as it does for the ledger's own calls.
+            raise LedgerUnavailable(f"redis: {e}") from e
+        self._task = asyncio.create_task(self._follow(pubsub), name="ledger-events")
+
+    async def _subscribe(self, refresh: bool) -> Any:
+        """A subscription to the channel; on a cluster, on the node serving the channel's slot, as
+        the cluster's layout is known (read again after a loss: a replica may have taken over)."""
+        if isinstance(self._redis, RedisCluster):
+            if refresh:
+                await self._redis.nodes_manager.initialize()
+            else:
+                await self._redis.initialize()
         # redis-py leaves PubSub.aclose unannotated.
         pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._channel)
-        except (RedisError, OSError) as e:
+        except BaseException:
             await pubsub.aclose()
-            # The caller retries on this, as it does for the ledger's own calls.
-            raise LedgerUnavailable(f"redis: {e}") from e
-        self._task = asyncio.create_task(self._follow(pubsub), name="ledger-events")
+            raise
+        return pubsub
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -60,18 +74,17 @@ class EventStream:
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         self._deliver(message["data"])
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 log.warning("event channel lost (%s); resubscribing", e)
                 if self._on_lost is not None:
                     await self._on_lost()
             await pubsub.aclose()
             await asyncio.sleep(RETRY_S)
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._channel)
+                pubsub = await self._subscribe(refresh=True)
                 # Whatever was published while away is lost: read the whole state again.
                 await self._on_resubscribed()
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 log.warning("cannot resubscribe yet: %s", e)
 
     def _deliver(self, data: bytes) -> None:

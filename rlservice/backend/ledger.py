@@ -11,7 +11,8 @@ from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.exceptions import RedisError as RedisError
 
 from ..config import MAX_MODELS
@@ -29,6 +30,10 @@ HOT_PARTS = ("lib", "feedback")
 KINDS_AT = "--[[kinds.lua]]"
 COLD_OPS = ("expire", "extend", "register", "heartbeat", "reap", "unregister", "waiting")
 OPS = HOT_OPS + COLD_OPS
+
+
+# What a failed call to Redis raises; a cluster client also raises its own (a slot no node serves).
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 class LedgerUnavailable(Exception):
@@ -116,7 +121,7 @@ class Ledger:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         prefix: str,
         instance_id: str,
         stale_after_ms: int,
@@ -157,11 +162,20 @@ class Ledger:
             ]
         )
 
+    def unreachable(self) -> list[str]:
+        """Models unreachable while others answer: never, one Redis holds them all."""
+        return []
+
+    def lease_suffix(self, model: str) -> str:
+        """What a lease id of the model ends with after its token: nothing, one ledger holds them all."""
+        return ""
+
     async def load(self) -> None:
         try:
-            sha = await self._exec("SCRIPT", "LOAD", self._source)
+            # One word, as redis-py's own script_load sends it: a cluster client runs it on every master.
+            sha = await self._exec("SCRIPT LOAD", self._source)
             self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
-        except (RedisError, OSError) as e:
+        except REDIS_ERRORS as e:
             raise LedgerUnavailable(f"redis: {e}") from e
 
     # ----- group commit ----------------------------------------------------------------------
@@ -206,7 +220,7 @@ class Ledger:
         started = time.perf_counter()
         try:
             call = await self._eval(argv)
-        except (RedisError, OSError, LedgerUnavailable) as e:
+        except (*REDIS_ERRORS, LedgerUnavailable) as e:
             error = e if isinstance(e, LedgerUnavailable) else LedgerUnavailable(f"redis: {e}")
             for _, _, future in batch:
                 if not future.done():
@@ -251,7 +265,7 @@ class Ledger:
         started = time.perf_counter()
         try:
             call = await self._eval(["reap", 1, self._stale])
-        except (RedisError, OSError) as e:
+        except REDIS_ERRORS as e:
             raise LedgerUnavailable(f"redis: {e}") from e
         finally:
             if self._observe is not None:
@@ -370,7 +384,7 @@ class Ledger:
         record of it. A lease's job type and model never change, so one plain read answers."""
         try:
             raw = await self._exec("GET", f"{self._key}:lease:{lease_id}")
-        except (RedisError, OSError) as e:
+        except REDIS_ERRORS as e:
             raise LedgerUnavailable(f"redis: {e}") from e
         if raw is None:
             return None

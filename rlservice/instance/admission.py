@@ -7,10 +7,11 @@ import asyncio
 import logging
 import secrets
 
-from ..backend.ledger import AcquireReply, Ledger, LedgerUnavailable, NotRegistered, OpenLease
+from ..backend.ledger import AcquireReply, LedgerUnavailable, NotRegistered, OpenLease
+from ..backend.ledgers import LedgerApi
 from ..capacity.leases import Lease
 from ..capacity.state import JobType, ModelState, Reservation
-from ..capacity.waiting import Waiter
+from ..capacity.waiting import QueueFull, Waiter, WaitPlaces
 from ..capacity.windows import default_wait_ms
 from ..errors import DeadlineExceeded, Exhausted, Unavailable
 from ..results import Grant
@@ -22,6 +23,14 @@ from .membership import Membership
 log = logging.getLogger(__name__)
 
 _REVOKE_RETRY_S = 1.0
+
+
+def queue_full(places: WaitPlaces) -> Exhausted:
+    return Exhausted(
+        f"the wait queue of this instance is full: {places.taken} Acquire requests are waiting, the most "
+        f"max_waiters ({places.limit}) allows; retry later or on another instance, or raise max_waiters "
+        "in the configuration (docs/operations.md sizes it)"
+    )
 
 
 def grant_of(lease: Lease, instance_id: str) -> Grant:
@@ -39,7 +48,7 @@ def grant_of(lease: Lease, instance_id: str) -> Grant:
 
 class Admission:
     def __init__(
-        self, local: LocalState, ledger: Ledger, membership: Membership, leases: LeaseLifecycle, entropy: int
+        self, local: LocalState, ledger: LedgerApi, membership: Membership, leases: LeaseLifecycle, entropy: int
     ) -> None:
         self._local = local
         self._ledger = ledger
@@ -135,6 +144,9 @@ class Admission:
         loop = asyncio.get_running_loop()
         queue = model.queues[jt.name]
         res = local.reserve(model, jt) if not len(queue) else None
+        if res is None and local.wait_places.full:
+            # Refused before the look at the ledger: a full queue costs Redis nothing.
+            raise queue_full(local.wait_places)
         if res is None and first:
             # One look at the ledger even when waiting: another instance may hold this job's lease.
             reply = await self._call_ledger(model, jt, job_id, "", ttl_ms, peek=True)
@@ -153,7 +165,10 @@ class Admission:
                     if got is not None:
                         return got, waiter is not None
                 if waiter is None:
-                    waiter = queue.join()
+                    try:
+                        waiter = queue.join()
+                    except QueueFull:
+                        raise queue_full(local.wait_places) from None
                     recording = self._membership.waiters_changed(model)
                     local.changes.notify()
                     if recording is not None and local.lend:
@@ -211,7 +226,8 @@ class Admission:
     async def _attempt(
         self, model: ModelState, jt: JobType, res: Reservation, job_id: str, ttl_ms: int
     ) -> Lease | OpenLease | None:
-        lease_id = f"{self._local.instance_id}/{secrets.token_urlsafe(self._entropy)}"
+        token = secrets.token_urlsafe(self._entropy)
+        lease_id = f"{self._local.instance_id}/{token}{self._ledger.lease_suffix(model.name)}"
         try:
             reply = await self._call_ledger(model, jt, job_id, lease_id, ttl_ms, peek=False)
         except BaseException as e:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..backend.ledger import Ledger, LedgerUnavailable, NotRegistered
+from ..backend.ledger import LedgerUnavailable, NotRegistered
+from ..backend.ledgers import LedgerApi
 from ..capacity.leases import Lease
 from ..config import Pricing
 from ..errors import NotFound, Unavailable
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class LeaseLifecycle:
-    def __init__(self, local: LocalState, ledger: Ledger, membership: Membership) -> None:
+    def __init__(self, local: LocalState, ledger: LedgerApi, membership: Membership) -> None:
         self._local = local
         self._ledger = ledger
         self._membership = membership

@@ -13,7 +13,7 @@ from ..capacity.rolling import first_fit_ms, refilled
 from ..capacity.shares import TypeUse, allocated_slots, load_of, may_take, memory_slots, rebalance
 from ..capacity.state import JobType, ModelState, Reservation
 from ..capacity.usage import TypeUsage
-from ..capacity.waiting import WaitQueue
+from ..capacity.waiting import WaitPlaces, WaitQueue
 from ..config import Settings
 from ..types import INPUT, KINDS, Estimate, ModelLimits, Outcome, Snapshot
 from .clock import RedisClock
@@ -72,6 +72,7 @@ class LocalState:
             for name, jt in settings.job_types.items()
         }
         self.limits = model_limits(settings)
+        self.wait_places = WaitPlaces(settings.max_waiters)
         self.models = {
             name: ModelState(
                 name=name,
@@ -79,7 +80,7 @@ class LocalState:
                 pricing=settings.models[name].pricing,
                 snapshot=Snapshot.empty(),
                 usage={jt: TypeUsage() for jt in self.job_types},
-                queues={jt: WaitQueue() for jt in self.job_types},
+                queues={jt: WaitQueue(self.wait_places) for jt in self.job_types},
             )
             for name in settings.models
         }

@@ -9,7 +9,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from ..backend.ledger import Ledger, LedgerUnavailable, NotRegistered
+from ..backend.ledger import LedgerUnavailable, NotRegistered
+from ..backend.ledgers import LedgerApi
 from ..backend.wire import Event
 from ..capacity.state import ModelState
 from ..capacity.windows import next_minute_boundary
@@ -23,7 +24,7 @@ _BOUNDARY_SLACK_S = 0.02
 
 
 class Membership:
-    def __init__(self, local: LocalState, ledger: Ledger) -> None:
+    def __init__(self, local: LocalState, ledger: LedgerApi) -> None:
         self._local = local
         self._ledger = ledger
         self._boundary: asyncio.TimerHandle | None = None

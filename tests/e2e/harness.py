@@ -19,10 +19,14 @@ import grpc.aio
 import redis
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
-from rllocal.ledger_view import Ledger
+from rllocal.ledger_view import Ledger, ledger_prefix
 from rllocal.processes import RedisServer as RedisServer
 from rllocal.processes import poll_until, spawn_module
+from rllocal.redis_cluster import LocalCluster
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
@@ -131,23 +135,58 @@ class Harness:
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     # Every channel the harness opens uses these when set (TLS, a token as call credentials).
     credentials: grpc.ChannelCredentials | None = None
+    # Set: the instances run on this Redis Cluster (--redis-cluster) instead of redis_server.
+    redis_cluster: LocalCluster | None = None
 
     # ----- Redis -----------------------------------------------------------------------------
 
-    def clean_redis(self) -> None:
-        self.redis_server.client().flushall()
+    @property
+    def on_cluster(self) -> bool:
+        return self.redis_cluster is not None
 
-    def redis(self) -> redis.Redis:
+    def clean_redis(self) -> None:
+        if self.redis_cluster is not None:
+            self.redis_cluster.flush()
+        else:
+            self.redis_server.client().flushall()
+
+    def redis(self) -> redis.Redis | RedisCluster:
+        if self.redis_cluster is not None:
+            return self.redis_cluster.client()
         return self.redis_server.client()
+
+    def ledger_args(self) -> list[str]:
+        """The flags that point an instance at the harness's Redis."""
+        if self.redis_cluster is not None:
+            return ["--redis-url", self.redis_cluster.url, "--redis-cluster"]
+        return ["--redis-url", self.redis_server.url]
+
+    def ledger(self) -> Ledger:
+        """The ledger as read from outside the instances."""
+        return Ledger(self.redis(), cluster=self.on_cluster)
+
+    def ledger_prefix(self, model: str) -> str:
+        """What rlservice.backend.ledger.Ledger takes as its prefix for the ledger holding the model."""
+        return ledger_prefix("rl", model, self.on_cluster)
+
+    def key(self, model: str, *parts: str) -> str:
+        """A key of the ledger that holds the model."""
+        return self.ledger().key(model, *parts)
+
+    def async_redis(self) -> AsyncRedis | AsyncRedisCluster:
+        """An asyncio client of the harness's Redis, as an instance has."""
+        if self.redis_cluster is not None:
+            return AsyncRedisCluster.from_url(self.redis_cluster.url)
+        return AsyncRedis(host="127.0.0.1", port=self.redis_server.port)
 
     def in_flight(self, model: str) -> dict[str, int]:
         """In flight on a model from the ledger: in total ('_') and per instance."""
-        return Ledger(self.redis()).in_flight_counts(model)
+        return self.ledger().in_flight_counts(model)
 
     async def within_one_window(self, seconds: float = 8.0) -> None:
         """Waits, if need be, for a minute window with `seconds` left in it (on Redis time), so that a
         test counting one window's capacity is not split by a boundary."""
-        secs, micros = self.redis().time()
+        secs, micros = self.ledger().time()
         left = 60 - (secs % 60) - micros / 1e6
         if left < seconds:
             await asyncio.sleep(left + 0.05)
@@ -176,7 +215,7 @@ class Harness:
         redis_url: str | None = None,
     ) -> Process:
         args = ["--port", str(port), "--config", str(self.config_file(preset, overrides))]
-        args += ["--redis-url", redis_url or self.redis_server.url]
+        args += ["--redis-url", redis_url] if redis_url else self.ledger_args()
         if instance_id:
             args += ["--instance-id", instance_id]
         args += extra_args or []

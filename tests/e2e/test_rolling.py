@@ -9,9 +9,9 @@ import random
 import time
 
 import grpc
+import pytest
 
 from rllocal.bucket_replay import replay
-from rllocal.ledger_view import Ledger
 from rlproto import ratelimit_pb2 as pb
 
 from .harness import Harness, eventually
@@ -113,6 +113,7 @@ async def churn_client(harness: Harness, ports: list[int], rng: random.Random, u
             await harness.release(port, lease.lease_id, outcome, used)
 
 
+@pytest.mark.ledgers
 async def test_under_churn_the_ledger_lets_through_no_more_than_a_provider_bucket(harness: Harness) -> None:
     """Three instances, one killed and one started under load: replayed from the ledger's own record
     of every lease, a bucket with the same limits, started full, never had less than a grant took."""
@@ -129,7 +130,7 @@ async def test_under_churn_the_ledger_lets_through_no_more_than_a_provider_bucke
     harness.kill_instance(live.pop(0))
     live.append(harness.boot_instance(0, "rolling", CHURN).port)
     await asyncio.gather(*clients)
-    ledger = Ledger(harness.redis())
+    ledger = harness.ledger()
     await eventually(lambda: _true(not ledger.open_leases()), timeout=20, what="every lease closed")
     leases = ledger.closed_leases(ROLLING)
     # The buckets bound the run, not the clients: the token bucket's 60 jobs and then the requests.
@@ -141,3 +142,31 @@ async def test_under_churn_the_ledger_lets_through_no_more_than_a_provider_bucke
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_providers_remaining_below_the_buckets_leaves_a_reserve_of_the_tolerance(harness: Harness) -> None:
+    port = harness.boot_instance(0, "rolling", NO_WAIT).port
+    tolerance = ESTIMATE  # the default: the largest estimate
+    # While the job is open the bucket cannot refill past limit - open, so at its release the ledger
+    # holds exactly TPM - ESTIMATE, whenever the release comes.
+    lease = await harness.acquire(port, "job", models=[ROLLING])
+    reply = await harness.release(
+        port,
+        lease.lease_id,
+        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
+        provider=pb.ProviderFeedback(remaining_tokens=TPM - ESTIMATE - 2000),
+    )
+    # A gap within the tolerance is charged on a rolling bucket, with the tolerance on top of it:
+    # the ledger goes that far below the provider's level.
+    assert reply.external_tokens == 2000 + tolerance
+    level = TPM - ESTIMATE - 2000 - tolerance
+    # The provider saw this job too, and its level stays the tolerance above the ledger's (which has
+    # refilled by less than that within 5 s): nothing more is charged.
+    lease = await harness.acquire(port, "job", models=[ROLLING])
+    reply = await harness.release(
+        port,
+        lease.lease_id,
+        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
+        provider=pb.ProviderFeedback(remaining_tokens=level - ESTIMATE + tolerance),
+    )
+    assert reply.external_tokens == 0

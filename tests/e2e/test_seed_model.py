@@ -9,10 +9,13 @@ import asyncio
 from typing import Any
 
 import grpc
+import pytest
 
 from rlproto import ratelimit_pb2 as pb
 
 from .harness import Harness, Process, eventually
+
+pytestmark = pytest.mark.ledgers
 
 MODEL = "scale-model"
 NO_WAIT = {"job_types": {"scaleJob": {"max_wait_ms": {MODEL: 0}}}}

@@ -70,20 +70,20 @@ def test_seven_seconds_refill_fourteen_thousand_tokens() -> None:
     assert reported(at_ten) == (55_000, 5)
 
 
-def test_external_usage_is_taken_from_the_bucket() -> None:
+def test_external_usage_and_the_tolerance_are_taken_from_the_bucket() -> None:
     tolerance, remaining = JOB, 30_000
     gap = level(state(10, 70_000, 40_000, 40_000)) - remaining
-    assert gap == 40_000 > tolerance
-    assert reported(state(10, 70_000 - gap, 40_000, 40_000)) == (35_000, 3)
+    assert gap == 40_000
+    assert reported(state(10, 70_000 - gap - tolerance, 40_000, 40_000)) == (30_000, 3)
 
 
 def test_an_empty_bucket_serves_each_waiter_when_it_has_refilled_enough() -> None:
-    # A took three more: the bucket is empty, 70 000 open, A holds 30 000 of it and B 40 000.
-    a = state(10, 0, 70_000, 30_000)
-    assert reported(a) == (35_000, 3)
+    # A took two more: the bucket is empty, 60 000 open, A holds 20 000 of it and B 40 000.
+    a = state(10, 0, 60_000, 20_000)
+    assert reported(a) == (30_000, 3)
     assert first_fit_ms(LIMITS, a, fits) == 15_000
-    b = state(10, 0, 70_000, 40_000)
-    assert first_fit_ms(LIMITS, b, fits) == 25_000
+    b = state(10, 0, 60_000, 40_000)
+    assert first_fit_ms(LIMITS, b, fits) == 30_000
 
 
 def test_the_bucket_is_full_after_its_period_and_never_above_its_limit() -> None:

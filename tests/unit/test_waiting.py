@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 
-from rlservice.capacity.waiting import WaitQueue
+from rlservice.capacity.waiting import WaitPlaces, WaitQueue
 
 
 def supply(*items: int | None) -> tuple[Callable[[], int | None], list[int | None]]:
@@ -22,7 +22,7 @@ def supply(*items: int | None) -> tuple[Callable[[], int | None], list[int | Non
 
 
 async def test_waiters_are_served_in_arrival_order() -> None:
-    queue: WaitQueue[int] = WaitQueue()
+    queue: WaitQueue[int] = WaitQueue(WaitPlaces(100))
     waiters = [queue.join() for _ in range(3)]
     assert len(queue) == 3
     reserve, _ = supply(10, 20, 30)
@@ -31,7 +31,7 @@ async def test_waiters_are_served_in_arrival_order() -> None:
 
 
 async def test_stops_at_the_first_waiter_that_does_not_fit() -> None:
-    queue: WaitQueue[int] = WaitQueue()
+    queue: WaitQueue[int] = WaitQueue(WaitPlaces(100))
     first, second, third = queue.join(), queue.join(), queue.join()
     reserve, given = supply(1, None, 3)
     queue.wake_in_order(reserve)
@@ -42,7 +42,7 @@ async def test_stops_at_the_first_waiter_that_does_not_fit() -> None:
 
 
 async def test_woken_waiters_are_not_served_twice() -> None:
-    queue: WaitQueue[int] = WaitQueue()
+    queue: WaitQueue[int] = WaitQueue(WaitPlaces(100))
     first, second = queue.join(), queue.join()
     queue.wake_in_order(supply(1, None)[0])
     reserve, given = supply(2)
@@ -53,7 +53,7 @@ async def test_woken_waiters_are_not_served_twice() -> None:
 
 
 async def test_a_cancelled_waiter_takes_nothing() -> None:
-    queue: WaitQueue[int] = WaitQueue()
+    queue: WaitQueue[int] = WaitQueue(WaitPlaces(100))
     gone, staying = queue.join(), queue.join()
     gone.future.cancel()
     reserve, given = supply(5)
@@ -63,7 +63,7 @@ async def test_a_cancelled_waiter_takes_nothing() -> None:
 
 
 async def test_leaving_removes_the_waiter_once() -> None:
-    queue: WaitQueue[int] = WaitQueue()
+    queue: WaitQueue[int] = WaitQueue(WaitPlaces(100))
     first, second = queue.join(), queue.join()
     queue.leave(first)
     queue.leave(first)
@@ -74,8 +74,8 @@ async def test_leaving_removes_the_waiter_once() -> None:
 
 
 async def test_leaving_a_stranger_is_harmless() -> None:
-    queue: WaitQueue[int] = WaitQueue()
-    other: WaitQueue[int] = WaitQueue()
+    queue: WaitQueue[int] = WaitQueue(WaitPlaces(100))
+    other: WaitQueue[int] = WaitQueue(WaitPlaces(100))
     stranger = other.join()
     queue.join()
     queue.leave(stranger)
@@ -83,7 +83,7 @@ async def test_leaving_a_stranger_is_harmless() -> None:
 
 
 async def test_a_rearmed_waiter_keeps_its_place() -> None:
-    queue: WaitQueue[int] = WaitQueue()
+    queue: WaitQueue[int] = WaitQueue(WaitPlaces(100))
     first, second = queue.join(), queue.join()
     queue.wake_in_order(supply(1, None)[0])
     first.rearm()
@@ -94,14 +94,14 @@ async def test_a_rearmed_waiter_keeps_its_place() -> None:
 
 
 async def test_an_empty_queue_reserves_nothing() -> None:
-    queue: WaitQueue[int] = WaitQueue()
+    queue: WaitQueue[int] = WaitQueue(WaitPlaces(100))
     reserve, given = supply(1)
     queue.wake_in_order(reserve)
     assert given == []
 
 
 async def test_a_waiting_task_resumes_with_its_reservation() -> None:
-    queue: WaitQueue[str] = WaitQueue()
+    queue: WaitQueue[str] = WaitQueue(WaitPlaces(100))
     waiter = queue.join()
     task = asyncio.ensure_future(waiter.future)
     queue.wake_in_order(lambda: "slot")

@@ -6,13 +6,21 @@
 -- requests, input and output tokens ('' when not given), the longest pause, the pause of a 429
 -- without retry-after, the tolerances in tokens, requests, input and output tokens.
 
--- The part of the ledger's remaining (limit - committed) the provider says is gone, when it
--- exceeds the tolerance; 0 otherwise. A provider that says more is left changes nothing.
-local function gone(limit, committed, remaining, tolerance)
+-- The part of the ledger's remaining (limit - committed) the provider says is gone; 0 if none is. A
+-- fixed window charges a gap only beyond the tolerance, which absorbs the provider's lag. A rolling
+-- bucket charges any gap plus the tolerance: the ledger then stays that far below the provider's
+-- level, a reserve that costs nothing at saturation, where a gap left uncharged let every grant
+-- meet a provider holding less than the ledger (docs/decisions.md, "A rolling bucket keeps a
+-- reserve below the provider's remaining"). A provider that says more is left changes nothing.
+local function gone(m, limit, committed, remaining, tolerance)
   if limit <= 0 or remaining == '' then return 0 end
   -- Whole tokens: a rolling bucket's level is fractional.
   local gap = math.floor(limit - committed - tonumber(remaining))
-  if gap > tonumber(tolerance) then return gap end
+  if m.roll then
+    if gap > 0 then return gap + tonumber(tolerance) end
+  elseif gap > tonumber(tolerance) then
+    return gap
+  end
   return 0
 end
 
@@ -31,8 +39,8 @@ apply_feedback = function(m, outcome, fb)
   end
   local xt, xr, w = 0, 0, m.wm
   if w then
-    xt = gone(m.tpm, w.st + w.ot, fb[2], fb[8])
-    xr = gone(m.rpm, w.sr + w.oq, fb[3], fb[9])
+    xt = gone(m, m.tpm, w.st + w.ot, fb[2], fb[8])
+    xr = gone(m, m.rpm, w.sr + w.oq, fb[3], fb[9])
     if xt > 0 or xr > 0 then
       -- Settled, so every instance's pool shrinks by the gap / N.
       w.st, w.sr, w.xt, w.xr, w.tot = w.st + xt, w.sr + xr, w.xt + xt, w.xr + xr, true

@@ -101,8 +101,8 @@ end
 -- dimension's.
 function K.charge(m, fb, gone)
   local w = m.wm
-  local xi = gone(m.itpm, w.si + w.oi, fb[4], fb[10])
-  local xo = gone(m.otpm, w.so + w.oo, fb[5], fb[11])
+  local xi = gone(m, m.itpm, w.si + w.oi, fb[4], fb[10])
+  local xo = gone(m, m.otpm, w.so + w.oo, fb[5], fb[11])
   if xi > 0 or xo > 0 then w.si, w.so, w.tot = w.si + xi, w.so + xo, true end
 end
 
