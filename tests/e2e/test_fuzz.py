@@ -1,0 +1,546 @@
+"""Random calls, on an instance and through the proxy, with an unrestricted, a scoped, an unknown and
+no token: Acquires with odd job types, models, ttls and deadlines, Releases with random outcomes,
+usage and provider feedback, ExtendLease, GetAllocation, WatchAllocation storms past the cap and
+bytes that do not parse. Every answer is a documented code with a message; afterwards nothing is
+left in flight or waiting, every stream slot is free and both processes are SERVING."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from rllocal.processes import free_port
+from rlproto import ratelimit_pb2 as pb
+from rlproto import ratelimit_pb2_grpc as pb_grpc
+
+from .harness import Harness, Process, eventually, health
+from .pki import with_token
+from .test_auth import assert_not_logged, auth_args
+from .test_metrics import scraped, value
+
+T = TypeVar("T")
+Code = grpc.StatusCode
+
+MODELS = ("model-tpm", "model-conc")
+OPS, SCOPED = "tok-fuzz-ops-41", "tok-fuzz-scoped-52"
+TOKEN_LINES = (OPS, f"{SCOPED} job_types=jobA,jobZero models=model-conc")
+MAX_WATCH_STREAMS = 4
+METHODS = ("Acquire", "Release", "ExtendLease", "GetAllocation", "WatchAllocation")
+# What an answer may be (docs/operations.md); CANCELLED only for a call this test cancelled.
+DOCUMENTED = frozenset(
+    {
+        Code.OK,
+        Code.INVALID_ARGUMENT,
+        Code.NOT_FOUND,
+        Code.RESOURCE_EXHAUSTED,
+        Code.UNAVAILABLE,
+        Code.DEADLINE_EXCEEDED,
+        Code.PERMISSION_DENIED,
+        Code.UNAUTHENTICATED,
+    }
+)
+# The authorization metadata each kind of caller sends; None sends none.
+AUTHORIZATION = {
+    "ops": f"Bearer {OPS}",
+    "scoped": f"Bearer {SCOPED}",
+    "unknown": "Bearer tok-nobody-knows",
+    "not-bearer": f"Basic {OPS}",
+    "missing": None,
+}
+CALLERS = ("ops",) * 6 + ("scoped",) * 3 + ("unknown", "not-bearer", "missing")
+EXAMPLES = 100
+# Answers the examples must have met, so that a change of the strategies cannot hollow the test out.
+COVERED = frozenset(
+    {
+        ("Acquire", Code.OK),
+        ("Acquire", Code.RESOURCE_EXHAUSTED),
+        ("Acquire", Code.PERMISSION_DENIED),
+        ("Acquire", Code.UNAUTHENTICATED),
+        ("Release", Code.OK),
+        ("Release", Code.INVALID_ARGUMENT),
+        ("Release", Code.PERMISSION_DENIED),
+        ("ExtendLease", Code.OK),
+        ("GetAllocation", Code.OK),
+        ("WatchAllocation", Code.OK),
+        ("WatchAllocation", Code.RESOURCE_EXHAUSTED),
+        ("WatchAllocation", Code.CANCELLED),
+        ("raw Acquire", Code.INVALID_ARGUMENT),
+    }
+)
+
+
+@dataclass
+class Answer:
+    method: str
+    what: str
+    caller: str
+    code: Code
+    details: str
+    cancelled_here: bool = False
+
+
+@dataclass
+class Cluster:
+    """The processes under test, channels to each, and what the calls left open."""
+
+    instance: Process
+    proxy: Process
+    channels: dict[str, grpc.aio.Channel]
+    held: dict[str, str] = field(default_factory=dict)  # lease id -> job id
+    released: list[str] = field(default_factory=list)
+    # Job ids whose Acquire ended without an answer the test saw: the grant may have happened.
+    unsure: dict[str, pb.AcquireRequest] = field(default_factory=dict)
+    job_ids: list[str] = field(default_factory=list)
+    seen: set[tuple[str, Code]] = field(default_factory=set)
+
+    def channel(self, via: str) -> grpc.aio.Channel:
+        return self.channels[via]
+
+    def stub(self, via: str) -> pb_grpc.RateLimiterAsyncStub:
+        return pb_grpc.RateLimiterStub(self.channel(via))
+
+    def lease(self, kind: str, pick: int) -> str:
+        if kind == "held" and self.held:
+            return list(self.held)[pick % len(self.held)]
+        if kind == "released" and self.released:
+            return self.released[pick % len(self.released)]
+        return {
+            "unknown": f"{self.instance.instance_id}/no-such-lease",
+            "other-instance": "vm-gone-1234/abc",
+            "no-instance": "just-a-token",
+            "empty": "",
+            "long": "x" * 300,
+            "control": "a/b\nc",
+        }.get(kind, f"{self.instance.instance_id}/never-issued")
+
+
+def metadata(caller: str) -> tuple[tuple[str, str], ...] | None:
+    header = AUTHORIZATION[caller]
+    return None if header is None else (("authorization", header),)
+
+
+async def answer_of(method: str, what: str, caller: str, call: Awaitable[T]) -> tuple[Answer, T | None]:
+    try:
+        reply = await call
+    except grpc.aio.AioRpcError as e:
+        return Answer(method, what, caller, e.code(), e.details() or ""), None
+    return Answer(method, what, caller, Code.OK, ""), reply
+
+
+# ----- operations ----------------------------------------------------------------------------------
+
+
+@dataclass
+class AcquireOp:
+    via: str
+    caller: str
+    job_type: str
+    models: list[str]
+    lease_ttl_ms: int
+    job_id: str
+    pick: int
+    timeout: float
+
+    async def run(self, c: Cluster) -> list[Answer]:
+        job_id = self.job_id
+        if job_id == "fresh":
+            job_id = f"fuzz-{os.urandom(5).hex()}"
+        elif job_id == "reused" and c.job_ids:
+            job_id = c.job_ids[self.pick % len(c.job_ids)]
+        c.job_ids.append(job_id)
+        request = pb.AcquireRequest(
+            job_id=job_id, job_type=self.job_type, models=self.models, lease_ttl_ms=self.lease_ttl_ms
+        )
+        call = c.stub(self.via).Acquire(request, timeout=self.timeout, metadata=metadata(self.caller))
+        answer, reply = await answer_of("Acquire", f"{self}", self.caller, call)
+        if reply is not None:
+            c.held[reply.lease_id] = job_id
+        elif answer.code in (Code.DEADLINE_EXCEEDED, Code.UNAVAILABLE):
+            c.unsure[job_id] = request
+        return [answer]
+
+
+@dataclass
+class ReleaseOp:
+    via: str
+    caller: str
+    lease: str
+    pick: int
+    outcome: int
+    actual: pb.Usage
+    provider: pb.ProviderFeedback | None
+
+    async def run(self, c: Cluster) -> list[Answer]:
+        lease_id = c.lease(self.lease, self.pick)
+        request = pb.ReleaseRequest(lease_id=lease_id, outcome=self.outcome, actual=self.actual, provider=self.provider)  # type: ignore[arg-type]
+        call = c.stub(self.via).Release(request, timeout=20, metadata=metadata(self.caller))
+        answer, reply = await answer_of("Release", f"{self} on {lease_id!r}", self.caller, call)
+        if reply is not None and c.held.pop(lease_id, None) is not None:
+            c.released.append(lease_id)
+        return [answer]
+
+
+@dataclass
+class ExtendOp:
+    via: str
+    caller: str
+    lease: str
+    pick: int
+    ttl_ms: int
+
+    async def run(self, c: Cluster) -> list[Answer]:
+        lease_id = c.lease(self.lease, self.pick)
+        request = pb.ExtendLeaseRequest(lease_id=lease_id, ttl_ms=self.ttl_ms)
+        call = c.stub(self.via).ExtendLease(request, timeout=20, metadata=metadata(self.caller))
+        return [(await answer_of("ExtendLease", f"{self} on {lease_id!r}", self.caller, call))[0]]
+
+
+@dataclass
+class AllocationOp:
+    via: str
+    caller: str
+    instance: str
+
+    async def run(self, c: Cluster) -> list[Answer]:
+        instance_id = {"own": c.instance.instance_id, "any": ""}.get(self.instance, self.instance)
+        request = pb.GetAllocationRequest(instance_id=instance_id)
+        call = c.stub(self.via).GetAllocation(request, timeout=20, metadata=metadata(self.caller))
+        answer = (await answer_of("GetAllocation", f"{self}", self.caller, call))[0]
+        if self.caller in ("ops", "scoped"):
+            expected = Code.NOT_FOUND if instance_id not in ("", c.instance.instance_id) else Code.OK
+            assert answer.code == expected, answer
+        return [answer]
+
+
+async def first_message(what: str, call: grpc.aio.UnaryStreamCall[Any, Any]) -> tuple[Code, str]:
+    """OK once the stream's first message came, else how the stream ended."""
+    try:
+        async for _ in call:
+            return Code.OK, ""
+    except grpc.aio.AioRpcError as e:
+        return e.code(), e.details() or ""
+    raise AssertionError(f"{what} ended with OK before any message")
+
+
+@dataclass
+class Stream:
+    caller: str
+    min_interval_ms: int
+    instance: str
+    at_once: bool
+
+
+@dataclass
+class WatchStormOp:
+    """Streams opened together, more than the cap at times; each read until its first message or
+    its end, or cancelled at once, then all cancelled."""
+
+    via: str
+    streams: list[Stream]
+
+    async def run(self, c: Cluster) -> list[Answer]:
+        stub = c.stub(self.via)
+        calls = []
+        for s in self.streams:
+            instance_id = {"own": c.instance.instance_id, "any": ""}.get(s.instance, s.instance)
+            request = pb.WatchAllocationRequest(instance_id=instance_id, min_interval_ms=s.min_interval_ms)
+            calls.append(stub.WatchAllocation(request, timeout=30, metadata=metadata(s.caller)))
+        answers = await asyncio.gather(*(self._first(s, call) for s, call in zip(self.streams, calls, strict=True)))
+        for call in calls:
+            call.cancel()
+        return list(answers)
+
+    async def _first(self, s: Stream, call: grpc.aio.UnaryStreamCall[Any, Any]) -> Answer:
+        what = f"WatchAllocation via {self.via} {s}"
+        if s.at_once:
+            call.cancel()
+            code, details = await call.code(), await call.details()
+            return Answer("WatchAllocation", what, s.caller, code, details or "", cancelled_here=True)
+        return Answer("WatchAllocation", what, s.caller, *await first_message(what, call))
+
+
+@dataclass
+class RawOp:
+    """Bytes sent as they are, as a client with another (or no) schema would."""
+
+    via: str
+    caller: str
+    method: str
+    body: bytes
+
+    async def run(self, c: Cluster) -> list[Answer]:
+        path = f"/ratelimit.v1.RateLimiter/{self.method}"
+        channel = c.channel(self.via)
+        what, raw = f"{self}", f"raw {self.method}"
+        if self.method == "WatchAllocation":
+            stream = channel.unary_stream(path, None, None)(self.body, timeout=20, metadata=metadata(self.caller))
+            answer = Answer(raw, what, self.caller, *await first_message(what, stream))
+            stream.cancel()
+            return [answer]
+        call = channel.unary_unary(path, None, None)(self.body, timeout=20, metadata=metadata(self.caller))
+        answer, reply = await answer_of(raw, what, self.caller, call)
+        if reply is not None and self.method == "Acquire":
+            granted = pb.AcquireResponse.FromString(reply)
+            c.held[granted.lease_id] = ""
+        return [answer]
+
+
+# ----- strategies ----------------------------------------------------------------------------------
+
+
+def mostly(usual: st.SearchStrategy[T], odd: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
+    """The usual values nine times in ten, so that most calls get past validation."""
+    return st.integers(0, 9).flatmap(lambda n: odd if n == 9 else usual)
+
+
+VIA = st.sampled_from(("instance", "proxy"))
+CALLER = st.sampled_from(CALLERS)
+JOB_TYPES = mostly(
+    st.sampled_from(("jobA", "jobB", "jobZero", "jobHuge")), st.sampled_from(("", "no-such-type", "x" * 300, "a\nb"))
+)
+MODEL_LISTS = mostly(
+    st.sampled_from(([], ["model-conc"], ["model-tpm"], ["model-tpm", "model-conc"], ["model-conc", "model-tpm"])),
+    st.lists(st.sampled_from(("model-tpm", "model-conc", "no-such-model", "")), max_size=4),
+)
+ODD_INTS = st.sampled_from((1, -1, 2**31, 2**62, -(2**63)))
+TTLS = mostly(st.sampled_from((0, 60_000)), st.one_of(st.sampled_from((1, 86_400_000, 86_400_001)), ODD_INTS))
+USAGE_VALUES = mostly(st.integers(0, 20_000), st.one_of(st.sampled_from((100_000_000, 100_000_001)), ODD_INTS))
+FEEDBACK_VALUES = mostly(st.integers(0, 200_000), st.one_of(st.sampled_from((10**12, 10**12 + 1)), ODD_INTS))
+LEASES = mostly(
+    st.just("held"),
+    st.sampled_from(("released", "unknown", "other-instance", "no-instance", "empty", "long", "control")),
+)
+
+acquires = st.builds(
+    AcquireOp,
+    via=VIA,
+    caller=CALLER,
+    job_type=JOB_TYPES,
+    models=MODEL_LISTS,
+    lease_ttl_ms=TTLS,
+    job_id=mostly(st.just("fresh"), st.sampled_from(("reused", "", "y" * 300, "c\td"))),
+    pick=st.integers(0, 50),
+    # Sometimes shorter than the waits, so that the caller leaves while its Acquire waits.
+    timeout=mostly(st.just(20.0), st.sampled_from((0.05, 0.12))),
+)
+# Calls that should succeed when there is room: what keeps capacity taken and streams open.
+grants = st.builds(
+    AcquireOp,
+    via=VIA,
+    caller=st.sampled_from(("ops", "ops", "scoped")),
+    job_type=st.sampled_from(("jobA", "jobA", "jobB", "jobZero", "jobHuge")),
+    models=st.sampled_from(([], ["model-conc"], ["model-conc"], ["model-tpm", "model-conc"])),
+    lease_ttl_ms=st.sampled_from((0, 60_000)),
+    job_id=st.just("fresh"),
+    pick=st.just(0),
+    # Now and then the caller leaves while its Acquire waits for a full model.
+    timeout=st.sampled_from((20.0, 20.0, 20.0, 20.0, 0.05, 0.15)),
+)
+usages = st.builds(
+    pb.Usage,
+    request_count=USAGE_VALUES,
+    input_tokens=USAGE_VALUES,
+    output_tokens=USAGE_VALUES,
+    cached_tokens=USAGE_VALUES,
+)
+
+
+@st.composite
+def feedback(draw: st.DrawFn) -> pb.ProviderFeedback | None:
+    """What a provider's headers said: nothing, some remaining counts, a retry-after."""
+    if draw(st.booleans()):
+        return None
+    remaining = ("remaining_tokens", "remaining_requests", "remaining_input_tokens", "remaining_output_tokens")
+    given_ones = {name: draw(FEEDBACK_VALUES) for name in remaining if draw(st.booleans())}
+    retry_after = draw(mostly(st.sampled_from((0, 50, 400)), FEEDBACK_VALUES))
+    return pb.ProviderFeedback(retry_after_ms=retry_after, **given_ones)
+
+
+OUTCOMES = mostly(
+    st.sampled_from((pb.SUCCESS, pb.FAILED_WITH_USAGE, pb.FAILED_UNKNOWN_USAGE, pb.RATE_LIMITED)),
+    st.sampled_from((0, 9)),
+)
+releases = st.builds(
+    ReleaseOp,
+    via=VIA,
+    caller=CALLER,
+    lease=LEASES,
+    pick=st.integers(0, 50),
+    outcome=OUTCOMES,
+    actual=usages,
+    provider=feedback(),
+)
+fair_releases = st.builds(
+    ReleaseOp,
+    via=VIA,
+    caller=st.sampled_from(("ops", "ops", "scoped")),
+    lease=st.just("held"),
+    pick=st.integers(0, 50),
+    outcome=OUTCOMES,
+    actual=st.builds(pb.Usage, request_count=st.integers(0, 2), input_tokens=st.integers(0, 20_000)),
+    provider=feedback(),
+)
+extends = st.builds(ExtendOp, via=VIA, caller=CALLER, lease=LEASES, pick=st.integers(0, 50), ttl_ms=TTLS)
+allocations = st.builds(AllocationOp, via=VIA, caller=CALLER, instance=st.sampled_from(("any", "own", "vm-nope-1")))
+streams = st.builds(
+    Stream,
+    caller=CALLER,
+    min_interval_ms=mostly(st.sampled_from((0, 50)), st.sampled_from((10, 60_001))),
+    instance=mostly(st.sampled_from(("any", "own")), st.just("vm-nope-1")),
+    at_once=st.booleans(),
+)
+# Up to three times the cap at once.
+fair_streams = st.builds(
+    Stream,
+    caller=st.sampled_from(("ops", "ops", "scoped")),
+    min_interval_ms=st.sampled_from((0, 50)),
+    instance=st.sampled_from(("any", "own")),
+    at_once=st.integers(0, 3).map(lambda n: n == 3),
+)
+# Up to three times the cap at once.
+storms = st.builds(
+    WatchStormOp,
+    via=VIA,
+    streams=st.lists(st.one_of(fair_streams, fair_streams, streams), min_size=1, max_size=MAX_WATCH_STREAMS * 3),
+)
+raws = st.builds(
+    RawOp,
+    via=VIA,
+    caller=CALLER,
+    method=st.sampled_from(METHODS),
+    body=st.one_of(st.just(b"\xff\xff\xff"), st.binary(max_size=24)),
+)
+Op = AcquireOp | ReleaseOp | ExtendOp | AllocationOp | WatchStormOp | RawOp
+operations: st.SearchStrategy[Op] = st.one_of(
+    grants, grants, grants, acquires, fair_releases, fair_releases, releases, extends, allocations, storms, storms, raws
+)
+
+
+# ----- checks ----------------------------------------------------------------------------------------
+
+
+def check(answer: Answer) -> None:
+    allowed = set(DOCUMENTED)
+    if answer.cancelled_here:
+        allowed.add(Code.CANCELLED)
+    if answer.caller in ("unknown", "not-bearer", "missing"):
+        allowed = {Code.UNAUTHENTICATED} | ({Code.CANCELLED} if answer.cancelled_here else set())
+    elif answer.caller == "ops":
+        allowed -= {Code.UNAUTHENTICATED, Code.PERMISSION_DENIED}
+    else:
+        allowed -= {Code.UNAUTHENTICATED}
+    assert answer.code in allowed, f"{answer.what} by {answer.caller}: {answer.code} {answer.details!r}"
+    if answer.code != Code.OK:
+        assert answer.details, f"{answer.what} by {answer.caller}: {answer.code} with no message"
+
+
+async def streams_open(instance_metrics: int, proxy_metrics: int) -> tuple[float, float, float]:
+    on_instance, on_proxy = await scraped(instance_metrics), await scraped(proxy_metrics)
+    return (
+        value(on_instance, "rlservice_watch_streams"),
+        value(on_proxy, "rlproxy_watch_streams"),
+        value(on_proxy, "rlproxy_watch_upstreams"),
+    )
+
+
+async def release_everything(c: Cluster) -> None:
+    """Every lease still held, and any an Acquire that ended unseen may have taken (a retry with its
+    job id returns the open lease), released by the unrestricted token."""
+    stub = c.stub("instance")
+    ops = metadata("ops")
+    for job_id, request in c.unsure.items():
+        try:
+            grant = await stub.Acquire(request, timeout=20, metadata=ops)
+        except grpc.aio.AioRpcError as e:
+            assert e.code() in (Code.RESOURCE_EXHAUSTED, Code.INVALID_ARGUMENT), (job_id, e.code(), e.details())
+            continue
+        c.held[grant.lease_id] = job_id
+    for lease_id in list(c.held):
+        release = pb.ReleaseRequest(lease_id=lease_id, outcome=pb.SUCCESS, actual=pb.Usage(request_count=1))
+        try:
+            await stub.Release(release, timeout=20, metadata=ops)
+        except grpc.aio.AioRpcError as e:
+            # A lease taken with a ttl of a millisecond or two may have expired by now.
+            assert e.code() == Code.NOT_FOUND, (lease_id, e.code(), e.details())
+
+
+async def nothing_left(harness: Harness, c: Cluster) -> bool:
+    report = await c.stub("instance").GetAllocation(pb.GetAllocationRequest(), timeout=20, metadata=metadata("ops"))
+    if report.active_leases or any(t.in_flight or t.waiting for t in report.job_types.values()):
+        return False
+    return all(not any(harness.in_flight(m).values()) for m in MODELS)
+
+
+async def test_random_calls_answer_documented_codes_and_leave_nothing_behind(harness: Harness, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("".join(f"{line}\n" for line in TOKEN_LINES))
+    instance_metrics, proxy_metrics = free_port(), free_port()
+
+    def flags(metrics_port: int) -> list[str]:
+        return [*auth_args(tokens), "--max-watch-streams", str(MAX_WATCH_STREAMS), "--metrics-port", str(metrics_port)]
+
+    harness.credentials = with_token(OPS)
+    instance = harness.boot_instance(0, "fuzz", extra_args=flags(instance_metrics))
+    proxy = harness.boot_proxy([instance.port], extra_args=flags(proxy_metrics))
+    harness.wait_routes(proxy.port, [instance.port])
+    channels = {
+        "instance": grpc.aio.insecure_channel(instance.address),
+        "proxy": grpc.aio.insecure_channel(proxy.address),
+    }
+    cluster = Cluster(instance, proxy, channels)
+    loop = asyncio.get_running_loop()
+
+    def on_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=180)
+
+    async def one_example(ops: list[Op]) -> None:
+        for answers in await asyncio.gather(*(op.run(cluster) for op in ops)):
+            for answer in answers:
+                check(answer)
+                cluster.seen.add((answer.method, answer.code))
+        # Every stream slot comes back once its streams are gone, on both.
+        await eventually(
+            lambda: _zero(streams_open(instance_metrics, proxy_metrics)), timeout=30, what="no stream left open"
+        )
+
+    # Calls made on the test's event loop; examples drawn on a thread, where hypothesis runs them.
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    @given(st.data())
+    def fuzz(data: st.DataObject) -> None:
+        on_loop(one_example(data.draw(st.lists(operations, min_size=1, max_size=12), label="calls at once")))
+
+    try:
+        await asyncio.to_thread(fuzz)
+        missed = COVERED - cluster.seen
+        assert not missed, f"the random calls never got these answers: {sorted(missed)}"
+        await release_everything(cluster)
+        await eventually(lambda: nothing_left(harness, cluster), timeout=30, what="nothing in flight or waiting")
+        for process in (instance, proxy):
+            assert process.alive(), process.log.read_text()[-3000:]
+            assert await health(process.port) == health_pb2.HealthCheckResponse.SERVING
+            assert "Traceback" not in process.log.read_text(), process.log.read_text()[-5000:]
+            assert_not_logged(process, OPS, SCOPED)
+    finally:
+        for channel in channels.values():
+            await channel.close(None)
+
+
+async def _zero(counts: Awaitable[tuple[float, ...]]) -> bool:
+    return not any(await counts)
