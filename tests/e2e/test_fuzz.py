@@ -74,7 +74,7 @@ COVERED = frozenset(
         ("WatchAllocation", Code.OK),
         ("WatchAllocation", Code.RESOURCE_EXHAUSTED),
         ("WatchAllocation", Code.CANCELLED),
-        ("raw Acquire", Code.INVALID_ARGUMENT),
+        ("raw", Code.INVALID_ARGUMENT),
     }
 )
 
@@ -281,7 +281,7 @@ class RawOp:
     async def run(self, c: Cluster) -> list[Answer]:
         path = f"/ratelimit.v1.RateLimiter/{self.method}"
         channel = c.channel(self.via)
-        what, raw = f"{self}", f"raw {self.method}"
+        what, raw = f"{self}", "raw"
         if self.method == "WatchAllocation":
             stream = channel.unary_stream(path, None, None)(self.body, timeout=20, metadata=metadata(self.caller))
             answer = Answer(raw, what, self.caller, *await first_message(what, stream))
@@ -418,12 +418,24 @@ storms = st.builds(
     via=VIA,
     streams=st.lists(st.one_of(fair_streams, fair_streams, streams), min_size=1, max_size=MAX_WATCH_STREAMS * 3),
 )
+# Bytes that do not parse, or parse into something odd: a truncated varint, invalid UTF-8 in the
+# first string field, nothing at all (every field at its default), an unknown field after a
+# valid request, and a valid Acquire.
+BODIES = (
+    b"\xff\xff\xff",
+    b"\x0a\x02\xff\xfe",
+    b"\x12\x03\xc3\x28\x41",
+    b"",
+    pb.AcquireRequest(job_id="raw-job", job_type="jobZero", models=["model-conc"]).SerializeToString()
+    + b"\xf8\x07\x01",
+    pb.AcquireRequest(job_id="raw-job-2", job_type="jobA").SerializeToString(),
+)
 raws = st.builds(
     RawOp,
     via=VIA,
     caller=CALLER,
     method=st.sampled_from(METHODS),
-    body=st.one_of(st.just(b"\xff\xff\xff"), st.binary(max_size=24)),
+    body=st.one_of(st.sampled_from(BODIES), st.binary(max_size=24)),
 )
 Op = AcquireOp | ReleaseOp | ExtendOp | AllocationOp | WatchStormOp | RawOp
 operations: st.SearchStrategy[Op] = st.one_of(
