@@ -1,8 +1,9 @@
-"""Random calls, on an instance and through the proxy, with an unrestricted, a scoped, an unknown and
-no token: Acquires with odd job types, models, ttls and deadlines, Releases with random outcomes,
-usage and provider feedback, ExtendLease, GetAllocation, WatchAllocation storms past the cap and
-bytes that do not parse. Every answer is a documented code with a message; afterwards nothing is
-left in flight or waiting, every stream slot is free and both processes are SERVING."""
+"""Random calls, on two instances and through the proxy in front of them, with an unrestricted, a
+scoped, an unknown and no token: Acquires with odd job types, models, ttls and deadlines, Releases
+with random outcomes, usage and provider feedback, ExtendLease, GetAllocation, WatchAllocation
+storms past the cap and bytes that do not parse. Every answer is a documented code with a message;
+afterwards nothing is left in flight or waiting, every stream slot is free and all three processes
+are SERVING."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ MODELS = ("model-tpm", "model-conc")
 OPS, SCOPED = "tok-fuzz-ops-41", "tok-fuzz-scoped-52"
 TOKEN_LINES = (OPS, f"{SCOPED} job_types=jobA,jobZero models=model-conc")
 MAX_WATCH_STREAMS = 4
+INSTANCES = ("first", "second")
 METHODS = ("Acquire", "Release", "ExtendLease", "GetAllocation", "WatchAllocation")
 # What an answer may be (docs/operations.md); CANCELLED only for a call this test cancelled.
 DOCUMENTED = frozenset(
@@ -91,15 +93,16 @@ class Answer:
 
 @dataclass
 class Cluster:
-    """The processes under test, channels to each, and what the calls left open."""
+    """The processes under test by name ("first", "second", "proxy"), a channel and a metrics port
+    for each, and what the calls left open."""
 
-    instance: Process
-    proxy: Process
+    processes: dict[str, Process]
     channels: dict[str, grpc.aio.Channel]
+    metrics: dict[str, int]
     held: dict[str, str] = field(default_factory=dict)  # lease id -> job id
     released: list[str] = field(default_factory=list)
-    # Job ids whose Acquire ended without an answer the test saw: the grant may have happened.
-    unsure: dict[str, pb.AcquireRequest] = field(default_factory=dict)
+    # Acquires that ended without an answer the test saw, by job id: the grant may have happened.
+    unsure: dict[str, tuple[str, pb.AcquireRequest]] = field(default_factory=dict)
     job_ids: list[str] = field(default_factory=list)
     seen: set[tuple[str, Code]] = field(default_factory=set)
 
@@ -109,19 +112,32 @@ class Cluster:
     def stub(self, via: str) -> pb_grpc.RateLimiterAsyncStub:
         return pb_grpc.RateLimiterStub(self.channel(via))
 
+    def instance_id(self, name: str) -> str:
+        """The id a request names: "any" none, "first" or "second" that instance's, else `name`."""
+        if name == "any":
+            return ""
+        return self.processes[name].instance_id if name in INSTANCES else name
+
+    def serves(self, via: str, instance_id: str) -> bool:
+        """Whether `via` answers for `instance_id`: an instance for its own, the proxy for both."""
+        if not instance_id:
+            return True
+        names = INSTANCES if via == "proxy" else (via,)
+        return any(self.processes[n].instance_id == instance_id for n in names)
+
     def lease(self, kind: str, pick: int) -> str:
         if kind == "held" and self.held:
             return list(self.held)[pick % len(self.held)]
         if kind == "released" and self.released:
             return self.released[pick % len(self.released)]
         return {
-            "unknown": f"{self.instance.instance_id}/no-such-lease",
+            "unknown": f"{self.instance_id('first')}/no-such-lease",
             "other-instance": "vm-gone-1234/abc",
             "no-instance": "just-a-token",
             "empty": "",
             "long": "x" * 300,
             "control": "a/b\nc",
-        }.get(kind, f"{self.instance.instance_id}/never-issued")
+        }.get(kind, f"{self.instance_id('second')}/never-issued")
 
 
 def metadata(caller: str) -> tuple[tuple[str, str], ...] | None:
@@ -166,7 +182,7 @@ class AcquireOp:
         if reply is not None:
             c.held[reply.lease_id] = job_id
         elif answer.code in (Code.DEADLINE_EXCEEDED, Code.UNAVAILABLE):
-            c.unsure[job_id] = request
+            c.unsure[job_id] = (self.via, request)
         return [answer]
 
 
@@ -212,12 +228,12 @@ class AllocationOp:
     instance: str
 
     async def run(self, c: Cluster) -> list[Answer]:
-        instance_id = {"own": c.instance.instance_id, "any": ""}.get(self.instance, self.instance)
+        instance_id = c.instance_id(self.instance)
         request = pb.GetAllocationRequest(instance_id=instance_id)
         call = c.stub(self.via).GetAllocation(request, timeout=20, metadata=metadata(self.caller))
         answer = (await answer_of("GetAllocation", f"{self}", self.caller, call))[0]
         if self.caller in ("ops", "scoped"):
-            expected = Code.NOT_FOUND if instance_id not in ("", c.instance.instance_id) else Code.OK
+            expected = Code.OK if c.serves(self.via, instance_id) else Code.NOT_FOUND
             assert answer.code == expected, answer
         return [answer]
 
@@ -252,7 +268,7 @@ class WatchStormOp:
         stub = c.stub(self.via)
         calls = []
         for s in self.streams:
-            instance_id = {"own": c.instance.instance_id, "any": ""}.get(s.instance, s.instance)
+            instance_id = c.instance_id(s.instance)
             request = pb.WatchAllocationRequest(instance_id=instance_id, min_interval_ms=s.min_interval_ms)
             calls.append(stub.WatchAllocation(request, timeout=30, metadata=metadata(s.caller)))
         answers = await asyncio.gather(*(self._first(s, call) for s, call in zip(self.streams, calls, strict=True)))
@@ -303,7 +319,7 @@ def mostly(usual: st.SearchStrategy[T], odd: st.SearchStrategy[T], one_in: int =
     return st.integers(1, one_in).flatmap(lambda n: odd if n == one_in else usual)
 
 
-VIA = st.sampled_from(("instance", "proxy"))
+VIA = st.sampled_from(("first", "second", "proxy", "proxy"))
 CALLER = st.sampled_from(CALLERS)
 # The calls below that may be odd are odd in a field one time in three (grants, fair_releases and
 # fair_streams keep the valid traffic going).
@@ -396,12 +412,13 @@ fair_releases = st.builds(
     provider=feedback(),
 )
 extends = st.builds(ExtendOp, via=VIA, caller=CALLER, lease=LEASES, pick=st.integers(0, 50), ttl_ms=TTLS)
-allocations = st.builds(AllocationOp, via=VIA, caller=CALLER, instance=st.sampled_from(("any", "own", "vm-nope-1")))
+NAMED = st.sampled_from(("any", "any", "first", "second"))
+allocations = st.builds(AllocationOp, via=VIA, caller=CALLER, instance=mostly(NAMED, st.just("vm-nope-1"), one_in=4))
 streams = st.builds(
     Stream,
     caller=CALLER,
     min_interval_ms=mostly(st.sampled_from((0, 50)), st.sampled_from((10, 60_001))),
-    instance=mostly(st.sampled_from(("any", "own")), st.just("vm-nope-1")),
+    instance=mostly(NAMED, st.just("vm-nope-1")),
     at_once=st.booleans(),
 )
 # Up to three times the cap at once.
@@ -409,7 +426,7 @@ fair_streams = st.builds(
     Stream,
     caller=st.sampled_from(("ops", "ops", "scoped")),
     min_interval_ms=st.sampled_from((0, 50)),
-    instance=st.sampled_from(("any", "own")),
+    instance=NAMED,
     at_once=st.integers(0, 3).map(lambda n: n == 3),
 )
 # Up to three times the cap at once.
@@ -461,23 +478,20 @@ def check(answer: Answer) -> None:
         assert answer.details, f"{answer.what} by {answer.caller}: {answer.code} with no message"
 
 
-async def streams_open(instance_metrics: int, proxy_metrics: int) -> tuple[float, float, float]:
-    on_instance, on_proxy = await scraped(instance_metrics), await scraped(proxy_metrics)
-    return (
-        value(on_instance, "rlservice_watch_streams"),
-        value(on_proxy, "rlproxy_watch_streams"),
-        value(on_proxy, "rlproxy_watch_upstreams"),
-    )
+async def streams_open(c: Cluster) -> bool:
+    on_proxy = await scraped(c.metrics["proxy"])
+    counts = [value(await scraped(c.metrics[n]), "rlservice_watch_streams") for n in INSTANCES]
+    counts += [value(on_proxy, "rlproxy_watch_streams"), value(on_proxy, "rlproxy_watch_upstreams")]
+    return any(counts)
 
 
 async def release_everything(c: Cluster) -> None:
     """Every lease still held, and any an Acquire that ended unseen may have taken (a retry with its
     job id returns the open lease), released by the unrestricted token."""
-    stub = c.stub("instance")
     ops = metadata("ops")
-    for job_id, request in c.unsure.items():
+    for job_id, (via, request) in c.unsure.items():
         try:
-            grant = await stub.Acquire(request, timeout=20, metadata=ops)
+            grant = await c.stub(via).Acquire(request, timeout=20, metadata=ops)
         except grpc.aio.AioRpcError as e:
             assert e.code() in (Code.RESOURCE_EXHAUSTED, Code.INVALID_ARGUMENT), (job_id, e.code(), e.details())
             continue
@@ -485,16 +499,17 @@ async def release_everything(c: Cluster) -> None:
     for lease_id in list(c.held):
         release = pb.ReleaseRequest(lease_id=lease_id, outcome=pb.SUCCESS, actual=pb.Usage(request_count=1))
         try:
-            await stub.Release(release, timeout=20, metadata=ops)
+            await c.stub("proxy").Release(release, timeout=20, metadata=ops)
         except grpc.aio.AioRpcError as e:
             # A lease taken with a ttl of a millisecond or two may have expired by now.
             assert e.code() == Code.NOT_FOUND, (lease_id, e.code(), e.details())
 
 
 async def nothing_left(harness: Harness, c: Cluster) -> bool:
-    report = await c.stub("instance").GetAllocation(pb.GetAllocationRequest(), timeout=20, metadata=metadata("ops"))
-    if report.active_leases or any(t.in_flight or t.waiting for t in report.job_types.values()):
-        return False
+    for name in INSTANCES:
+        report = await c.stub(name).GetAllocation(pb.GetAllocationRequest(), timeout=20, metadata=metadata("ops"))
+        if report.active_leases or any(t.in_flight or t.waiting for t in report.job_types.values()):
+            return False
     return all(not any(harness.in_flight(m).values()) for m in MODELS)
 
 
@@ -510,10 +525,13 @@ RELEASE_OUTCOMES = {"success", "failed_with_usage", "failed_unknown_usage", "rat
 }
 
 
-async def metrics_as_documented(port: int) -> None:
-    samples = await scraped(port)
-    results = {dict(labels)["result"] for name, labels in samples if name == "rlservice_acquire_total"}
-    outcomes = {dict(labels)["outcome"] for name, labels in samples if name == "rlservice_release_total"}
+async def metrics_as_documented(c: Cluster) -> None:
+    results: set[str] = set()
+    outcomes: set[str] = set()
+    for instance in INSTANCES:
+        samples = await scraped(c.metrics[instance])
+        results |= {dict(labels)["result"] for name, labels in samples if name == "rlservice_acquire_total"}
+        outcomes |= {dict(labels)["outcome"] for name, labels in samples if name == "rlservice_release_total"}
     assert results <= ACQUIRE_RESULTS and outcomes <= RELEASE_OUTCOMES, (results, outcomes)
     # What the random calls must have met, so that the check above cannot pass on nothing.
     assert {"granted", "exhausted", "invalid", "denied"} <= results, results
@@ -523,20 +541,18 @@ async def metrics_as_documented(port: int) -> None:
 async def test_random_calls_answer_documented_codes_and_leave_nothing_behind(harness: Harness, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("".join(f"{line}\n" for line in TOKEN_LINES))
-    instance_metrics, proxy_metrics = free_port(), free_port()
+    metrics = {name: free_port() for name in (*INSTANCES, "proxy")}
 
-    def flags(metrics_port: int) -> list[str]:
-        return [*auth_args(tokens), "--max-watch-streams", str(MAX_WATCH_STREAMS), "--metrics-port", str(metrics_port)]
+    def flags(name: str) -> list[str]:
+        return [*auth_args(tokens), "--max-watch-streams", str(MAX_WATCH_STREAMS), "--metrics-port", str(metrics[name])]
 
     harness.credentials = with_token(OPS)
-    instance = harness.boot_instance(0, "fuzz", extra_args=flags(instance_metrics))
-    proxy = harness.boot_proxy([instance.port], extra_args=flags(proxy_metrics))
-    harness.wait_routes(proxy.port, [instance.port])
-    channels = {
-        "instance": grpc.aio.insecure_channel(instance.address),
-        "proxy": grpc.aio.insecure_channel(proxy.address),
-    }
-    cluster = Cluster(instance, proxy, channels)
+    processes = {name: harness.boot_instance(0, "fuzz", extra_args=flags(name)) for name in INSTANCES}
+    ports = [processes[name].port for name in INSTANCES]
+    processes["proxy"] = harness.boot_proxy(ports, extra_args=flags("proxy"))
+    harness.wait_routes(processes["proxy"].port, ports)
+    channels = {name: grpc.aio.insecure_channel(p.address) for name, p in processes.items()}
+    cluster = Cluster(processes, channels, metrics)
     loop = asyncio.get_running_loop()
 
     def on_loop(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -547,10 +563,8 @@ async def test_random_calls_answer_documented_codes_and_leave_nothing_behind(har
             for answer in answers:
                 check(answer)
                 cluster.seen.add((answer.method, answer.code))
-        # Every stream slot comes back once its streams are gone, on both.
-        await eventually(
-            lambda: _zero(streams_open(instance_metrics, proxy_metrics)), timeout=30, what="no stream left open"
-        )
+        # Every stream slot comes back once its streams are gone, on all three.
+        await eventually(lambda: _not(streams_open(cluster)), timeout=30, what="no stream left open")
 
     # Calls made on the test's event loop; examples drawn on a thread, where hypothesis runs them.
     @settings(
@@ -571,8 +585,8 @@ async def test_random_calls_answer_documented_codes_and_leave_nothing_behind(har
         assert not missed, f"the random calls never got these answers: {sorted(missed)}"
         await release_everything(cluster)
         await eventually(lambda: nothing_left(harness, cluster), timeout=30, what="nothing in flight or waiting")
-        await metrics_as_documented(instance_metrics)
-        for process in (instance, proxy):
+        await metrics_as_documented(cluster)
+        for process in processes.values():
             assert process.alive(), process.log.read_text()[-3000:]
             assert await health(process.port) == health_pb2.HealthCheckResponse.SERVING
             assert "Traceback" not in process.log.read_text(), process.log.read_text()[-5000:]
@@ -582,5 +596,5 @@ async def test_random_calls_answer_documented_codes_and_leave_nothing_behind(har
             await channel.close(None)
 
 
-async def _zero(counts: Awaitable[tuple[float, ...]]) -> bool:
-    return not any(await counts)
+async def _not(predicate: Awaitable[bool]) -> bool:
+    return not await predicate
