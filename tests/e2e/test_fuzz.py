@@ -51,15 +51,24 @@ DOCUMENTED = frozenset(
         Code.UNAUTHENTICATED,
     }
 )
-# The authorization metadata each kind of caller sends; None sends none.
-AUTHORIZATION = {
-    "ops": f"Bearer {OPS}",
-    "scoped": f"Bearer {SCOPED}",
-    "unknown": "Bearer tok-nobody-knows",
-    "not-bearer": f"Basic {OPS}",
-    "missing": None,
+# The authorization metadata each kind of caller sends: the unrestricted token written three ways
+# a server accepts, the scoped token, and seven ways to be refused.
+AUTHORIZATION: dict[str, tuple[str, ...]] = {
+    "ops": (f"Bearer {OPS}",),
+    "ops-lower-case": (f"bearer {OPS}",),
+    "ops-padded": (f"Bearer   {OPS}  ",),
+    "scoped": (f"Bearer {SCOPED}",),
+    "unknown": ("Bearer tok-nobody-knows",),
+    "unknown-long": ("Bearer " + "t" * 7000,),
+    "unknown-first": ("Bearer tok-nobody-knows", f"Bearer {OPS}"),
+    "not-bearer": (f"Basic {OPS}",),
+    "bearer-alone": ("Bearer",),
+    "empty": ("",),
+    "missing": (),
 }
-CALLERS = ("ops",) * 6 + ("scoped",) * 3 + ("unknown", "not-bearer", "missing")
+UNRESTRICTED = frozenset({"ops", "ops-lower-case", "ops-padded"})
+REFUSED = frozenset(AUTHORIZATION) - UNRESTRICTED - {"scoped"}
+CALLERS = ("ops",) * 5 + ("ops-lower-case", "ops-padded") + ("scoped",) * 3 + tuple(sorted(REFUSED))
 EXAMPLES = 100
 SERVER_DEADLINE = "the deadline ended the wait"
 # Answers the examples must have met, so that a change of the strategies cannot hollow the test out.
@@ -142,8 +151,7 @@ class Cluster:
 
 
 def metadata(caller: str) -> tuple[tuple[str, str], ...] | None:
-    header = AUTHORIZATION[caller]
-    return None if header is None else (("authorization", header),)
+    return tuple(("authorization", header) for header in AUTHORIZATION[caller]) or None
 
 
 async def answer_of(method: str, what: str, caller: str, call: Awaitable[T]) -> tuple[Answer, T | None]:
@@ -238,7 +246,7 @@ class AllocationOp:
         request = pb.GetAllocationRequest(instance_id=instance_id)
         call = c.stub(self.via).GetAllocation(request, timeout=20, metadata=metadata(self.caller))
         answer = (await answer_of("GetAllocation", f"{self}", self.caller, call))[0]
-        if self.caller in ("ops", "scoped"):
+        if self.caller not in REFUSED:
             expected = Code.OK if c.serves(self.via, instance_id) else Code.NOT_FOUND
             assert answer.code == expected, answer
         return [answer]
@@ -473,9 +481,9 @@ def check(answer: Answer) -> None:
     allowed = set(DOCUMENTED)
     if answer.cancelled_here:
         allowed.add(Code.CANCELLED)
-    if answer.caller in ("unknown", "not-bearer", "missing"):
+    if answer.caller in REFUSED:
         allowed = {Code.UNAUTHENTICATED} | ({Code.CANCELLED} if answer.cancelled_here else set())
-    elif answer.caller == "ops":
+    elif answer.caller in UNRESTRICTED:
         allowed -= {Code.UNAUTHENTICATED, Code.PERMISSION_DENIED}
     else:
         allowed -= {Code.UNAUTHENTICATED}
