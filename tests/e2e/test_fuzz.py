@@ -338,8 +338,8 @@ def mostly(usual: st.SearchStrategy[T], odd: st.SearchStrategy[T], one_in: int =
 
 VIA = st.sampled_from(("first", "second", "proxy", "proxy"))
 CALLER = st.sampled_from(CALLERS)
-# The calls below that may be odd are odd in a field one time in three (grants, fair_releases and
-# fair_streams keep the valid traffic going).
+# An odd Acquire is odd in each of these fields one time in three, other values one time in ten;
+# grants, fair_releases and fair_streams keep the valid traffic going.
 JOB_TYPES = mostly(
     st.sampled_from(("jobA", "jobB", "jobZero", "jobHuge")),
     st.sampled_from(("", "no-such-type", "x" * 300, "a\nb")),
@@ -438,7 +438,7 @@ streams = st.builds(
     instance=mostly(NAMED, st.just("vm-nope-1")),
     at_once=st.booleans(),
 )
-# Up to three times the cap at once.
+# Streams that start when there is room under the cap.
 fair_streams = st.builds(
     Stream,
     caller=st.sampled_from(("ops", "ops", "scoped")),
