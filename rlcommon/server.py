@@ -16,6 +16,7 @@ from .auth import BearerAuth, Tokens
 from .errors import SetupError
 from .interceptors import Interceptor
 from .logs import FORMATS, CallFields
+from .parsing import ParseErrors
 from .tls import server_credentials
 
 
@@ -49,6 +50,8 @@ class ServerSetup:
     credentials: grpc.ServerCredentials | None = None
     tokens: Tokens | None = None
     call_fields: bool = False
+    # Handlers that decode their requests answer one that does not parse with INVALID_ARGUMENT.
+    parse_errors: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, *, decoded_requests: bool) -> ServerSetup:
@@ -65,13 +68,16 @@ class ServerSetup:
             server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert is not None else None
         )
         tokens = Tokens(args.auth_token_file) if args.auth_token_file is not None else None
-        return cls(credentials, tokens, decoded_requests and args.log_format == "json")
+        return cls(credentials, tokens, decoded_requests and args.log_format == "json", decoded_requests)
 
     def interceptors(self, service: str) -> list[Interceptor]:
         """Authentication first, so that a refused call costs no more than the check."""
         chain: list[Interceptor] = []
         if self.tokens is not None:
             chain.append(BearerAuth(self.tokens, service))
+        # Parsing wraps what follows: the handlers after it get decoded requests.
+        if self.parse_errors:
+            chain.append(ParseErrors(service))
         if self.call_fields:
             chain.append(CallFields())
         return chain

@@ -118,8 +118,11 @@ class Forwarder:
     async def _parse(self, message: type[M], name: str, request: bytes, context: Context) -> M:
         try:
             return message.FromString(request)
-        except DecodeError:
-            await self._reject(context, name, grpc.StatusCode.INVALID_ARGUMENT, f"malformed {message.__name__}")
+        except DecodeError as e:
+            # The words of an instance (rlcommon.parsing): the same mistake reads the same on both.
+            await self._reject(
+                context, name, grpc.StatusCode.INVALID_ARGUMENT, f"the {name} request does not parse: {e}"
+            )
 
     async def acquire(self, request: bytes, context: Context) -> bytes:
         scope = CALLER.get()

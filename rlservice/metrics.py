@@ -68,9 +68,10 @@ class PrometheusMetrics(ServiceMetrics):
         self._acquire = Children(
             Counter(
                 "rlservice_acquire",
-                "Acquire calls answered, by result: granted, exhausted, deadline, invalid, unavailable, "
+                "Acquire calls answered, by result: granted, exhausted, deadline, invalid, denied, unavailable, "
                 "cancelled (the caller left) or error. For errors, model is the first model of the order "
-                "(empty when the request named an unknown one) and job_type is empty when unknown.",
+                "(empty when the request named an unknown one) and job_type is empty when unknown. Calls "
+                "refused for their token or because they do not parse are not counted.",
                 ("model", "job_type", "result"),
                 registry=registry,
             )
@@ -88,8 +89,8 @@ class PrometheusMetrics(ServiceMetrics):
             Counter(
                 "rlservice_release",
                 "Release calls answered, by the lease's outcome (success, failed_with_usage, "
-                "failed_unknown_usage), or by error (not_found, invalid, unavailable, cancelled, error) "
-                "with empty model and job_type. A repeated Release counts again.",
+                "failed_unknown_usage, rate_limited), or by error (not_found, invalid, denied, unavailable, "
+                "cancelled, error) with empty model and job_type. A repeated Release counts again.",
                 ("model", "job_type", "outcome"),
                 registry=registry,
             )

@@ -1,6 +1,7 @@
 """Waiters bounded and server limits set on purpose (docs/operations.md, "gRPC server limits"): a full
 wait queue refuses at once and why, a burst of waiters is answered one by one with a reason, an
-oversized request and a client pinging too often are told so by gRPC."""
+oversized request and a client pinging too often are told so by gRPC, a request that does not parse
+is told so by the server."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import contextlib
 import grpc
 import pytest
 
+from rllocal.processes import free_port
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
 from .harness import Harness, eventually
+from .test_metrics import scraped, value
 
 MODEL = "model-full"
 QUEUE_FULL = "the wait queue of this instance is full"
@@ -128,3 +131,40 @@ async def test_a_client_pinging_too_often_is_told_so(harness: Harness, through_p
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, (ended.value.code(), ended.value.details())
     assert "ping" in (ended.value.details() or "").lower(), ended.value.details()
     await harness.release(port, held.lease_id, actual=pb.Usage(request_count=1, input_tokens=10_000))
+
+
+@pytest.mark.parametrize("through_proxy", [False, True], ids=["instance", "proxy"])
+async def test_a_request_that_does_not_parse_is_invalid_argument_naming_the_method(
+    harness: Harness, through_proxy: bool
+) -> None:
+    metrics = free_port()
+    instance = harness.boot_instance(0, "waiters", extra_args=["--metrics-port", str(metrics)])
+    # The proxy passes an unrestricted caller's Acquire on as bytes (the instance's answer comes
+    # back) and decodes the others for their lease or instance id (it answers those itself).
+    port = harness.boot_proxy([instance.port]).port if through_proxy else instance.port
+    garbage = b"\xff\xff\xff"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for method in ("Acquire", "Release", "ExtendLease", "GetAllocation", "WatchAllocation"):
+            path = f"/ratelimit.v1.RateLimiter/{method}"
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                if method == "WatchAllocation":
+                    async for _ in channel.unary_stream(path, None, None)(garbage, timeout=20):
+                        pass
+                else:
+                    await channel.unary_unary(path, None, None)(garbage, timeout=20)
+            details = refused.value.details() or ""
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, refused.value.code(), details)
+            assert details.startswith(f"the {method} request does not parse: Error parsing message"), details
+        # A request that parses but names what is not there is counted; the ones before were not.
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await pb_grpc.RateLimiterStub(channel).Acquire(pb.AcquireRequest(job_id="j", job_type="nope"), timeout=20)
+        assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    samples = await scraped(metrics)
+    assert value(samples, "rlservice_acquire_total", model=MODEL, job_type="", result="invalid") == 1
+    assert (
+        sum(v for (name, _), v in samples.items() if name in ("rlservice_acquire_total", "rlservice_release_total"))
+        == 1
+    )
+    harness.wait_serving(port)
+    lease = await hold_the_model(harness, port)
+    await harness.release(port, lease.lease_id, actual=pb.Usage(request_count=1, input_tokens=10_000))

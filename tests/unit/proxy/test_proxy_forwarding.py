@@ -38,7 +38,7 @@ def _details(err: aio.AioRpcError) -> str:
 
 async def _proxy_health(proxy: Proxy, service: str = "") -> int:
     stub = health_pb2_grpc.HealthStub(proxy.channel)
-    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
     return int(reply.status)
 
 
