@@ -250,6 +250,10 @@ class LocalCluster:
         assert node is not None
         return next(n for n in self.nodes if n.port == node.port)
 
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        """The replica a master was given when the cluster formed."""
+        return self.replicas[self.masters.index(master)]
+
     def stop(self) -> None:
         for node in self.nodes:
             with contextlib.suppress(OSError):
