@@ -44,7 +44,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import redis
 import uvloop
 import yaml
 from redis.asyncio import Redis
@@ -193,7 +192,7 @@ async def one_run(args: argparse.Namespace, scenario: Scenario, work: Path) -> O
             load.killed_at = loop.time()
             replica.resume()
             await asyncio.to_thread(
-                poll_until, lambda: promoted(replica), PROMOTION_TIMEOUT_S, 0.05, "the replica to be promoted"
+                poll_until, lambda: replica.role() == "master", PROMOTION_TIMEOUT_S, 0.05, "the replica to be promoted"
             )
             promoted_at = loop.time()
             await asyncio.to_thread(master.restart)
@@ -230,13 +229,6 @@ def cut_off(master: ClusterNode, replica: ClusterNode) -> None:
     link between them down, and what it writes from now on reaches only its backlog."""
     replica.pause()
     master.client().client_kill_filter(_type="replica")
-
-
-def promoted(replica: ClusterNode) -> bool:
-    try:
-        return bool(replica.client().info("replication").get("role") == "master")
-    except redis.RedisError:
-        return False
 
 
 async def wait_for_grant(load: Load, since: float) -> float:

@@ -98,6 +98,13 @@ class ClusterNode:
         self.start(self.argv)
         poll_until(lambda: LocalCluster.pings(self), FORM_TIMEOUT_S, what=f"node {self.port} to answer again")
 
+    def role(self) -> str:
+        """"master" or "slave" as the node says now; "" while it does not answer."""
+        try:
+            return str(self.client().info("replication").get("role", ""))
+        except redis.RedisError:
+            return ""
+
     def pause(self) -> None:
         """SIGSTOP: the node neither reads nor writes, as behind a stalled link, until resume()."""
         if self.alive():
