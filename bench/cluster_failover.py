@@ -96,7 +96,7 @@ class Load:
 
     acked: list[tuple[str, float]] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
-    refused_before_kill: int = 0
+    refused_before_kill: Counter[str] = field(default_factory=Counter)
     killed_at: float = 0.0
 
     def first_ack_after(self, t: float) -> float | None:
@@ -110,7 +110,7 @@ class Outcome:
     acked_while_cut_off: int
     lost: int
     lost_span_ms: float
-    refused_before_kill: int
+    refused_before_kill: Counter[str]
     promoted_after_s: float
     acked_after: int
     lost_after: int
@@ -125,7 +125,7 @@ async def client(stub: pb_grpc.RateLimiterAsyncStub, load: Load, stop: asyncio.E
         except grpc.aio.AioRpcError as e:
             load.refused[e.code().name] += 1
             if not load.killed_at:
-                load.refused_before_kill += 1
+                load.refused_before_kill[e.code().name] += 1
             await asyncio.sleep(0.02)
             continue
         load.acked.append((grant.lease_id, loop.time()))
@@ -334,9 +334,10 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], costs: list[WaitCo
     failures = []
     for o in outcomes:
         cut = str(o.acked_while_cut_off) if "cut off" in o.scenario else "-"
+        refused = " ".join(f"{n} {code}" for code, n in o.refused_before_kill.items()) or "0"
         print(
-            f"| {o.scenario} | {o.acked_before_kill} | {cut} | {o.lost} | {o.lost_span_ms:.0f} |"
-            f" {o.refused_before_kill} | {o.promoted_after_s:.1f} | {o.acked_after}, {o.lost_after} |"
+            f"| {o.scenario} | {o.acked_before_kill} | {cut} | {o.lost} | {o.lost_span_ms:.0f} | {refused} |"
+            f" {o.promoted_after_s:.1f} | {o.acked_after}, {o.lost_after} |"
         )
         if o.lost_after:
             failures.append(f"{o.scenario}: {o.lost_after} grants made after the promotion are missing")
