@@ -99,7 +99,7 @@ class ClusterNode:
         poll_until(lambda: LocalCluster.pings(self), FORM_TIMEOUT_S, what=f"node {self.port} to answer again")
 
     def role(self) -> str:
-        """"master" or "slave" as the node says now; "" while it does not answer."""
+        """The replication role the node reports now, `master` or `slave`; empty while it does not answer."""
         try:
             return str(self.client().info("replication").get("role", ""))
         except redis.RedisError:
