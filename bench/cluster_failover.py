@@ -60,7 +60,7 @@ JOB = "small"
 BOOT_TIMEOUT_S = 30.0
 CALL_DEADLINE_S = 2.0
 WARM_S = 1.5
-# After the first grant past the kill: the load goes on a moment, so that grants after the promotion
+# After the first grant past the promotion: the load goes on a moment, so that grants made then
 # are checked too.
 AFTER_S = 1.0
 PROMOTION_TIMEOUT_S = 60.0
@@ -106,12 +106,12 @@ class Load:
 @dataclass
 class Outcome:
     scenario: str
-    acked_before_kill: int
+    acked_by_old_master: int
     acked_while_cut_off: int
     lost: int
     lost_span_ms: float
     refused_before_kill: Counter[str]
-    promoted_after_s: float
+    granted_again_after_s: float
     acked_after: int
     lost_after: int
 
@@ -211,12 +211,12 @@ async def one_run(args: argparse.Namespace, scenario: Scenario, work: Path) -> O
         lost_times = [at for lease, at in before if lease in gone]
         return Outcome(
             scenario=scenario.name,
-            acked_before_kill=len(before),
+            acked_by_old_master=len(before),
             acked_while_cut_off=sum(1 for _, at in before if at >= cut_at),
             lost=len(lost_times),
             lost_span_ms=(max(lost_times) - min(lost_times)) * 1000 if lost_times else 0.0,
             refused_before_kill=load.refused_before_kill,
-            promoted_after_s=granted_again - load.killed_at,
+            granted_again_after_s=granted_again - load.killed_at,
             acked_after=len(after),
             lost_after=sum(1 for lease in after if lease in gone),
         )
@@ -315,7 +315,9 @@ async def main_async(args: argparse.Namespace, work: Path) -> tuple[list[Outcome
     for scenario in SCENARIOS:
         for run in range(args.runs):
             outcome = await one_run(args, scenario, work / f"{scenario.name.replace(' ', '-')}-{run}")
-            print(f"{outcome.scenario} #{run + 1}: lost {outcome.lost} of {outcome.acked_before_kill}", file=sys.stderr)
+            print(
+                f"{outcome.scenario} #{run + 1}: lost {outcome.lost} of {outcome.acked_by_old_master}", file=sys.stderr
+            )
             outcomes.append(outcome)
     return outcomes, await measure_wait(args, work)
 
@@ -336,8 +338,8 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], costs: list[WaitCo
         cut = str(o.acked_while_cut_off) if "cut off" in o.scenario else "-"
         refused = " ".join(f"{n} {code}" for code, n in o.refused_before_kill.items()) or "0"
         print(
-            f"| {o.scenario} | {o.acked_before_kill} | {cut} | {o.lost} | {o.lost_span_ms:.0f} | {refused} |"
-            f" {o.promoted_after_s:.1f} | {o.acked_after}, {o.lost_after} |"
+            f"| {o.scenario} | {o.acked_by_old_master} | {cut} | {o.lost} | {o.lost_span_ms:.0f} | {refused} |"
+            f" {o.granted_again_after_s:.1f} | {o.acked_after}, {o.lost_after} |"
         )
         if o.lost_after:
             failures.append(f"{o.scenario}: {o.lost_after} grants made after the promotion are missing")
