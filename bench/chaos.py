@@ -1,5 +1,8 @@
 """Chaos run: three instances and the proxy under a mixed load while instances are SIGKILLed and
-restarted every few seconds and Redis (with an append-only file) is restarted once, midway.
+restarted every few seconds and Redis (with an append-only file) is restarted once, midway. With
+--redis-cluster the ledger is a Redis Cluster of three masters with a replica each instead, and
+midway the master serving the first model's slot is SIGKILLed once: its replica takes over, and the
+old master comes back as the new one's replica.
 
 It checks, and exits non-zero when one fails:
 - from the clients' side, that no model's committed tokens or requests went above a limit in any
@@ -15,7 +18,7 @@ It checks, and exits non-zero when one fails:
 - that every error the clients got is one the contract names for what happened (RESOURCE_EXHAUSTED,
   UNAVAILABLE, NOT_FOUND, DEADLINE_EXCEEDED); each is counted with its message.
 
-    python bench/chaos.py [--seconds 180] [--clients 24] [--kill-every 5] [--seed 1]
+    python bench/chaos.py [--seconds 180] [--clients 24] [--kill-every 5] [--seed 1] [--redis-cluster]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from chaos_accounting import DIMENSIONS, ClientView
 from rllocal.bucket_replay import Breach, replay
 from rllocal.ledger_view import DAY_MS, MINUTE_MS, Ledger, LedgerView
 from rllocal.processes import RedisServer, poll_until, spawn_module, stop_processes
+from rllocal.redis_cluster import LocalCluster, NodeSettings
 from rlproto import ratelimit_pb2 as pb
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 
@@ -54,6 +58,9 @@ TTL_MS = 4000
 CALL_DEADLINE_S = 3.0
 STALL_S = 0.5
 ALLOWED_CODES = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "NOT_FOUND", "DEADLINE_EXCEEDED"}
+# How long a cluster master may be unreachable before its replica is promoted.
+NODE_TIMEOUT_MS = 3000
+PROMOTION_TIMEOUT_S = 60.0
 
 # Tight limits, so that windows fill up and every check runs against a limit that binds: the first
 # model's minute windows fill in seconds, the second's day window within about two minutes, and the
@@ -100,7 +107,8 @@ class Supervised:
 
     index: int
     config: Path
-    redis_url: str
+    # --redis-url URL, and --redis-cluster on a cluster
+    ledger_args: list[str]
     workdir: Path
     port: int = 0
     proc: subprocess.Popen[str] | None = None
@@ -109,7 +117,7 @@ class Supervised:
     def start(self) -> None:
         self.starts += 1
         log = self.workdir / f"rlservice-{self.index}-{self.starts}.log"
-        args = ["--port", str(self.port), "--config", str(self.config), "--redis-url", self.redis_url]
+        args = ["--port", str(self.port), "--config", str(self.config), *self.ledger_args]
         self.proc, self.port = spawn_module("rlservice", args, log, BOOT_TIMEOUT_S)
 
     def kill(self) -> None:
@@ -314,6 +322,29 @@ async def restart_redis(redis: RedisServer, how: str, at_s: float, stop: asyncio
     chaos.note("Redis answers again")
 
 
+async def kill_master(cluster: LocalCluster, ledger: Ledger, at_s: float, stop: asyncio.Event, chaos: Chaos) -> None:
+    """SIGKILLs the master serving the first model's slot, waits for its replica to be promoted, then
+    starts the old master again (it rejoins as the new master's replica)."""
+    try:
+        await asyncio.wait_for(stop.wait(), at_s)
+        return
+    except TimeoutError:
+        pass
+    model = next(iter(CONFIG["models"]))
+    master = await asyncio.to_thread(cluster.master_of, ledger.key(model))
+    replica = cluster.replica_of(master)
+    started = time.monotonic()
+    chaos.note(f"master of {model}'s shard killed")
+    master.stop()
+    await asyncio.to_thread(
+        poll_until, lambda: replica.role() == "master", PROMOTION_TIMEOUT_S, 0.05, "the replica to be promoted"
+    )
+    chaos.redis_down_s = time.monotonic() - started
+    chaos.note("its replica promoted")
+    await asyncio.to_thread(master.restart)
+    chaos.note("the old master back, as a replica")
+
+
 async def watch_stalls(chaos: Chaos, stop: asyncio.Event) -> None:
     """Notes when this process could not run for a while: on a loaded machine every process stalls
     alike, and calls then outlive their deadlines whatever the service does."""
@@ -336,11 +367,18 @@ def settled(ledger: Ledger) -> bool:
     )
 
 
-async def run(args: argparse.Namespace, redis: RedisServer, instances: list[Supervised], proxy_port: int) -> int:
+async def run(
+    args: argparse.Namespace, redis: RedisServer | LocalCluster, instances: list[Supervised], proxy_port: int
+) -> int:
     rng = random.Random(args.seed)
     view, watch, chaos = ClientView(), LedgerWatch(), Chaos(started=asyncio.get_running_loop().time())
-    ledger = Ledger(redis.client())
+    ledger = Ledger(redis.client(), cluster=isinstance(redis, LocalCluster))
     stop_load, stop_chaos, stop_watch = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    ledger_fault = (
+        kill_master(redis, ledger, args.seconds / 2, stop_chaos, chaos)
+        if isinstance(redis, LocalCluster)
+        else restart_redis(redis, args.redis_restart, args.seconds / 2, stop_chaos, chaos)
+    )
     async with grpc.aio.insecure_channel(f"{HOST}:{proxy_port}") as channel:
         stub = pb_grpc.RateLimiterStub(channel)
         clients = [
@@ -350,7 +388,7 @@ async def run(args: argparse.Namespace, redis: RedisServer, instances: list[Supe
         stalls = asyncio.create_task(watch_stalls(chaos, stop_watch))
         chaos_tasks = [
             asyncio.create_task(killer(instances, random.Random(rng.random()), args.kill_every, stop_chaos, chaos)),
-            asyncio.create_task(restart_redis(redis, args.redis_restart, args.seconds / 2, stop_chaos, chaos)),
+            asyncio.create_task(ledger_fault),
         ]
         started = time.monotonic()
         await asyncio.sleep(args.seconds)
@@ -410,10 +448,11 @@ def report(
     began = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() - (time.monotonic() - chaos.wall_started)))
     print(f"# chaos run: {load_s:.0f} s of load from {began}, {args.clients} clients, seed {args.seed}")
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, {platform.platform()}")
-    print(
-        f"instance kills (SIGKILL, then restart): {chaos.kills}; Redis restarted once ({args.redis_restart},"
-        f" appendfsync {args.appendfsync}), down for {chaos.redis_down_s:.1f} s"
-    )
+    if args.redis_cluster:
+        ledger_fault = f"a cluster master killed once, its replica promoted {chaos.redis_down_s:.1f} s later"
+    else:
+        ledger_fault = f"Redis restarted once ({args.redis_restart}), down for {chaos.redis_down_s:.1f} s"
+    print(f"instance kills (SIGKILL, then restart): {chaos.kills}; {ledger_fault}; appendfsync {args.appendfsync}")
     print(f"calls: {dict(view.calls)}; grants per model: {dict(view.grants)}")
     print(f"job outcomes: {dict(view.outcomes)}")
     print("\n## errors (rpc, code, message)")
@@ -479,15 +518,28 @@ def main(argv: list[str] | None = None) -> int:
         help="how Redis is restarted midway: SIGTERM (it writes its file out), SIGKILL (it loses what was not"
         " fsynced yet), or SIGTERM and back with no data (a restart without persistence: the checks must fail)",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="the ledger on a Redis Cluster of three masters with a replica each; midway the master of the first"
+        " model's slot is killed once (instead of the Redis restart)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs after a run that passed")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="chaos-"))
     (work / "redis").mkdir()
-    redis = RedisServer(work / "redis", appendfsync=args.appendfsync)
+    redis: RedisServer | LocalCluster
+    if args.redis_cluster:
+        settings = NodeSettings(node_timeout_ms=NODE_TIMEOUT_MS, appendfsync=args.appendfsync)
+        redis = LocalCluster(work / "redis", replicas=True, settings=settings)
+        ledger_args = ["--redis-url", redis.url, "--redis-cluster"]
+    else:
+        redis = RedisServer(work / "redis", appendfsync=args.appendfsync)
+        ledger_args = ["--redis-url", redis.url]
     redis.start()
     config = work / "chaos.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
-    instances = [Supervised(i, config, redis.url, work) for i in range(INSTANCES)]
+    instances = [Supervised(i, config, ledger_args, work) for i in range(INSTANCES)]
     proxy: subprocess.Popen[str] | None = None
     try:
         for instance in instances:

@@ -5,6 +5,8 @@ every node says `cluster_state:ok`. Shared by the end-to-end tests, the benchmar
 from __future__ import annotations
 
 import contextlib
+import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -16,7 +18,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from .processes import free_port, poll_until, redis_argv, redis_server_binary
+from .processes import REDIS_DATA_FILES, free_port, poll_until, redis_argv, redis_server_binary
 
 SLOTS = 16384
 # ADDSLOTS takes slots one by one (Redis 6.2 has no ADDSLOTSRANGE): this many a command.
@@ -55,6 +57,11 @@ class ClusterNode:
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
     node_id: str = ""
+    argv: list[str] | None = None
+
+    def start(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
@@ -67,22 +74,75 @@ class ClusterNode:
         text = text.decode() if isinstance(text, bytes) else str(text)
         return dict(line.split(":", 1) for line in text.split() if ":" in line)
 
-    def kill(self) -> None:
+    def stop(self) -> None:
+        """SIGKILL: the node loses what it had not written to its append-only file yet."""
         if self.alive():
             assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait()
 
+    def restart(self, empty: bool = False) -> None:
+        """Kills it if it runs, then starts it again on its port and data directory, with its cluster
+        configuration file (so it comes back as the same node, with its slots); `empty` deletes its data
+        first, as a node without persistence comes back."""
+        assert self.argv is not None, "a node is restarted only after it was started"
+        self.stop()
+        if empty:
+            for name in REDIS_DATA_FILES:
+                path = self.workdir / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        self.start(self.argv)
+        poll_until(lambda: LocalCluster.pings(self), FORM_TIMEOUT_S, what=f"node {self.port} to answer again")
 
-def _cluster_argv(binary: str, node: ClusterNode, node_timeout_ms: int) -> list[str]:
+    def role(self) -> str:
+        """The replication role the node reports now, `master` or `slave`; empty while it does not answer."""
+        try:
+            return str(self.client().info("replication").get("role", ""))
+        except redis.RedisError:
+            return ""
+
+    def pause(self) -> None:
+        """SIGSTOP: the node neither reads nor writes, as behind a stalled link, until resume()."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What every node of a LocalCluster runs with. `appendfsync` None keeps nothing on disk (as
+    redis_argv). `min_replicas_to_write` > 0 makes a master refuse writes while fewer replicas than
+    that have acknowledged its stream within `min_replicas_max_lag_s` seconds."""
+
+    node_timeout_ms: int = 2000
+    appendfsync: str | None = None
+    min_replicas_to_write: int = 0
+    min_replicas_max_lag_s: int = 10
+
+
+def _cluster_argv(binary: str, node: ClusterNode, settings: NodeSettings) -> list[str]:
+    replicas_to_write = [
+        *("--min-replicas-to-write", str(settings.min_replicas_to_write)),
+        *("--min-replicas-max-lag", str(settings.min_replicas_max_lag_s)),
+    ]
     return [
-        *redis_argv(binary, node.port, node.workdir),
+        *redis_argv(binary, node.port, node.workdir, settings.appendfsync),
+        *(replicas_to_write if settings.min_replicas_to_write else []),
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
         f"nodes-{node.port}.conf",
         "--cluster-node-timeout",
-        str(node_timeout_ms),
+        str(settings.node_timeout_ms),
         # The models of a shard that is down answer UNAVAILABLE; the others keep serving.
         "--cluster-require-full-coverage",
         "no",
@@ -91,12 +151,14 @@ def _cluster_argv(binary: str, node: ClusterNode, node_timeout_ms: int) -> list[
 
 class LocalCluster:
     """`masters` masters splitting the slots evenly; `replicas` True gives each master a replica
-    (failover). `node_timeout_ms` is how long a master may be unreachable before its replica is
-    promoted."""
+    (failover). `settings.node_timeout_ms` is how long a master may be unreachable before its
+    replica is promoted."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: bool = False, node_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, workdir: Path, masters: int = 3, replicas: bool = False, settings: NodeSettings | None = None
+    ) -> None:
         self.workdir = workdir
-        self.node_timeout_ms = node_timeout_ms
+        self.settings = settings or NodeSettings()
         self.masters = [self._node() for _ in range(masters)]
         self.replicas = [self._node() for _ in range(masters)] if replicas else []
 
@@ -118,12 +180,10 @@ class LocalCluster:
     def start(self) -> None:
         binary = redis_server_binary()
         for node in self.nodes:
-            node.proc = subprocess.Popen(
-                _cluster_argv(binary, node, self.node_timeout_ms), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            node.start(_cluster_argv(binary, node, self.settings))
         try:
             for node in self.nodes:
-                poll_until(lambda node=node: self._pings(node), FORM_TIMEOUT_S, what=f"node {node.port} to answer")  # type: ignore[misc]
+                poll_until(lambda node=node: self.pings(node), FORM_TIMEOUT_S, what=f"node {node.port} to answer")  # type: ignore[misc]
                 node.node_id = str(_command(node.client(), "CLUSTER", "MYID"), "utf-8")
             self._form()
         except BaseException:
@@ -131,7 +191,7 @@ class LocalCluster:
             raise
 
     @staticmethod
-    def _pings(node: ClusterNode) -> bool:
+    def pings(node: ClusterNode) -> bool:
         if node.proc is not None and node.proc.poll() is not None:
             raise RuntimeError(f"redis-server on port {node.port} exited with {node.proc.returncode}")
         try:
@@ -197,10 +257,14 @@ class LocalCluster:
         assert node is not None
         return next(n for n in self.nodes if n.port == node.port)
 
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        """The replica a master was given when the cluster formed."""
+        return self.replicas[self.masters.index(master)]
+
     def stop(self) -> None:
         for node in self.nodes:
             with contextlib.suppress(OSError):
-                node.kill()
+                node.stop()
 
 
 def slot_of(key: str) -> int:

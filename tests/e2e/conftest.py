@@ -54,7 +54,7 @@ async def harness(
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "harness" in metafunc.fixturenames and metafunc.definition.get_closest_marker("ledgers") is not None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("ledgers") is not None:
         metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2
 
-from rllocal.redis_cluster import LocalCluster
+from rllocal.redis_cluster import LocalCluster, NodeSettings
 
 from .harness import Harness, RedisServer, eventually, health
 from .test_cluster import config, two_models_on_two_shards
@@ -52,7 +52,7 @@ async def test_a_killed_master_stops_its_models_only_until_its_replica_takes_ove
 ) -> None:
     # A replica is promoted once its master has been unreachable this long, and more: time enough to
     # see the shard's models refused first.
-    cluster = LocalCluster(tmp_path / "cluster", replicas=True, node_timeout_ms=3000)
+    cluster = LocalCluster(tmp_path / "cluster", replicas=True, settings=NodeSettings(node_timeout_ms=3000))
     cluster.start()
     h = Harness(redis_server, tmp_path, redis_cluster=cluster)
     try:
@@ -63,7 +63,7 @@ async def test_a_killed_master_stops_its_models_only_until_its_replica_takes_ove
         stop = asyncio.Event()
         others = asyncio.ensure_future(keep_granting(h, port, up, stop))
         await asyncio.sleep(0.5)
-        cluster.master_of("{rl:" + down + "}").kill()
+        cluster.master_of("{rl:" + down + "}").stop()
         killed_at = time.monotonic()
 
         async def refused() -> bool:

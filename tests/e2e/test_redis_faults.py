@@ -1,5 +1,7 @@
 """Redis failing under the instances: killed under load, back with its data (append-only file), back
-empty, and reached over TLS. Each test runs its own redis-server, so the session's is never touched."""
+empty, and reached over TLS. Each test runs its own Redis, so the session's is never touched: one
+redis-server, or (the tests marked `ledgers`, a second time) a Redis Cluster, where the Redis that
+fails is the master serving the model's slot."""
 
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2
 
-from rllocal.ledger_view import MINUTE_MS, Ledger
+from rllocal.ledger_view import MINUTE_MS
+from rllocal.redis_cluster import LocalCluster, NodeSettings
 from rlproto import ratelimit_pb2 as pb
 
 from .harness import Harness, Process, RedisServer, eventually, health
@@ -36,25 +40,47 @@ CALL_DEADLINE_S = 5.0
 SMALL_USE = pb.Usage(request_count=1, input_tokens=60, output_tokens=40)
 
 
+class ModelRedis(Protocol):
+    """The Redis that holds the model's ledger, as the tests make it fail."""
+
+    def stop(self) -> None: ...
+
+    def restart(self, empty: bool = False) -> None: ...
+
+
 @pytest.fixture
-async def fault_harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    """A harness on a redis-server of the test's own, with an append-only file fsynced on every write
-    (so that a kill loses nothing and the test is deterministic)."""
+async def fault_harness(backend: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A harness on a Redis of the test's own, with an append-only file fsynced on every write (so that
+    a kill loses nothing and the test is deterministic): one redis-server, or a cluster of three
+    masters with no replica (nothing takes over while the model's master is down)."""
     data = tmp_path / "redis"
     data.mkdir()
     server = RedisServer(data, appendfsync="always")
-    server.start()
-    h = Harness(server, tmp_path)
+    cluster = (
+        LocalCluster(tmp_path / "cluster", settings=NodeSettings(appendfsync="always"))
+        if backend == "cluster"
+        else None
+    )
+    if cluster is not None:
+        cluster.start()
+    else:
+        server.start()
+    h = Harness(server, tmp_path, redis_cluster=cluster)
     try:
         yield h
     finally:
         h.teardown_infrastructure()
         await h.close_channels()
         server.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
-def ledger(h: Harness) -> Ledger:
-    return Ledger(h.redis())
+@pytest.fixture
+def model_redis(fault_harness: Harness) -> ModelRedis:
+    if fault_harness.redis_cluster is None:
+        return fault_harness.redis_server
+    return fault_harness.redis_cluster.master_of(fault_harness.key(MODEL))
 
 
 async def all_health(ports: list[int], status: int) -> bool:
@@ -119,7 +145,10 @@ async def load(h: Harness, port: int, stop: asyncio.Event, tally: Tally) -> None
             break
 
 
-async def test_redis_killed_under_load_fails_closed_and_comes_back_with_its_data(fault_harness: Harness) -> None:
+@pytest.mark.ledgers
+async def test_redis_killed_under_load_fails_closed_and_comes_back_with_its_data(
+    fault_harness: Harness, model_redis: ModelRedis
+) -> None:
     h = fault_harness
     instances = boot(h, 2)
     proxy = h.boot_proxy([p.port for p in instances])
@@ -130,7 +159,7 @@ async def test_redis_killed_under_load_fails_closed_and_comes_back_with_its_data
     try:
         await eventually(lambda: _at_least(tally.granted, 10), timeout=30, what="the load to get grants")
 
-        h.redis_server.stop()
+        model_redis.stop()
         for port in ports:
             started = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -145,7 +174,7 @@ async def test_redis_killed_under_load_fails_closed_and_comes_back_with_its_data
             lambda: _at_least(sum(tally.codes.values()), down + 20), timeout=30, what="the load to go on meanwhile"
         )
 
-        h.redis_server.restart()
+        model_redis.restart()
         back = time.monotonic()
         serving = health_pb2.HealthCheckResponse.SERVING
 
@@ -154,7 +183,7 @@ async def test_redis_killed_under_load_fails_closed_and_comes_back_with_its_data
 
         await eventually(full_service, timeout=RECOVERY_S, what="full service after Redis came back")
         recovered_s = time.monotonic() - back
-        assert sorted(ledger(h).instances()) == ids, "the instances were not registered after the restart"
+        assert sorted(h.ledger().instances()) == ids, "the instances were not registered after the restart"
         assert [(await h.allocation(p)).allocation.instance_count for p in ports] == [2, 2]
     finally:
         stop.set()
@@ -166,7 +195,7 @@ async def test_redis_killed_under_load_fails_closed_and_comes_back_with_its_data
     assert not unexpected, f"unexpected answers {unexpected} in {tally.codes}"
     assert not tally.late, f"calls answered after their deadline: {tally.late}"
     assert tally.codes["Release OK"] == tally.granted, tally.codes
-    view = ledger(h).view()
+    view = h.ledger().view()
     # An Acquire whose script ran just before Redis died was granted, but its answer was lost: the
     # client saw UNAVAILABLE, and that lease stays open until its TTL. No lease a client got is open.
     orphans = len(view.open_leases)
@@ -179,7 +208,10 @@ async def _at_least(value: int, floor: int) -> bool:
     return value >= floor
 
 
-async def test_no_grant_above_the_limit_across_a_restart_with_the_data(fault_harness: Harness) -> None:
+@pytest.mark.ledgers
+async def test_no_grant_above_the_limit_across_a_restart_with_the_data(
+    fault_harness: Harness, model_redis: ModelRedis
+) -> None:
     h = fault_harness
     ports = [p.port for p in boot(h, 2)]
     # The whole test must fit in one minute window, or the next window's capacity would blur it.
@@ -201,7 +233,7 @@ async def test_no_grant_above_the_limit_across_a_restart_with_the_data(fault_har
     for port, grant in grants[:2] + grants[3:5]:
         await h.release(port, grant.lease_id, actual=pb.Usage(request_count=1, input_tokens=JOB_TOKENS))
 
-    h.redis_server.restart()
+    model_redis.restart()
     serving = health_pb2.HealthCheckResponse.SERVING
     await eventually(lambda: all_health(ports, serving), timeout=RECOVERY_S, what="SERVING after the restart")
 
@@ -217,26 +249,29 @@ async def test_no_grant_above_the_limit_across_a_restart_with_the_data(fault_har
     assert granted <= LIMIT_TOKENS, f"{granted} tokens granted in one window, limit {LIMIT_TOKENS}"
     # All of it was granted: the restart neither lost the first six nor capacity.
     assert granted == LIMIT_TOKENS, f"only {granted} of {LIMIT_TOKENS} tokens granted"
-    tokens, _ = ledger(h).committed(MODEL, windows.pop())
+    tokens, _ = h.ledger().committed(MODEL, windows.pop())
     assert tokens == LIMIT_TOKENS, f"the ledger holds {tokens} tokens committed"
 
 
-async def test_redis_back_empty_the_instances_register_again_by_themselves(fault_harness: Harness) -> None:
+@pytest.mark.ledgers
+async def test_redis_back_empty_the_instances_register_again_by_themselves(
+    fault_harness: Harness, model_redis: ModelRedis
+) -> None:
     h = fault_harness
     instances = boot(h, 2)
     ports = [p.port for p in instances]
     lease = await h.acquire(ports[0], JOB, timeout=CALL_DEADLINE_S, lease_ttl_ms=TTL_MS)
-    assert lease.lease_id in ledger(h).open_leases()
-    h.redis_server.restart(empty=True)
+    assert lease.lease_id in h.ledger().open_leases()
+    model_redis.restart(empty=True)
     # The instances may register again at once; the lease they held is gone for good.
-    assert lease.lease_id not in ledger(h).open_leases(), "the restarted Redis still has the data"
+    assert lease.lease_id not in h.ledger().open_leases(), "the restarted Redis still has the data"
 
     async def back() -> bool:
-        view = ledger(h).view()
+        view = h.ledger().view()
         return view.models == [MODEL] and len(view.instances) == 2 and all([await serves_a_job(h, p) for p in ports])
 
     await eventually(back, timeout=RECOVERY_S, what="re-registration and the models published again")
-    assert sorted(ledger(h).instances()) == sorted(p.instance_id for p in instances)
+    assert sorted(h.ledger().instances()) == sorted(p.instance_id for p in instances)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.release(instances[0].port, lease.lease_id, actual=SMALL_USE)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value.details()
@@ -245,16 +280,17 @@ async def test_redis_back_empty_the_instances_register_again_by_themselves(fault
     report = await h.allocation(instances[0].port)
     assert report.active_leases == 0
     assert report.job_types[JOB].in_flight == 0
-    assert ledger(h).view().in_flight == {MODEL: 0}
+    assert h.ledger().view().in_flight == {MODEL: 0}
 
 
+@pytest.mark.ledgers
 async def test_a_lease_the_ledger_lost_answers_so_on_every_release(fault_harness: Harness) -> None:
     """The ledger forgets one open lease (as an evicting Redis would) while the instance stays
     registered: its Release, and every retry of it, says the ledger lost it."""
     h = fault_harness
     (p,) = boot(h, 1)
     lease = await h.acquire(p.port, JOB, timeout=CALL_DEADLINE_S, lease_ttl_ms=TTL_MS)
-    assert h.redis().delete(f"{{rl}}:lease:{lease.lease_id}") == 1
+    assert h.redis().delete(h.key(MODEL, "lease", lease.lease_id)) == 1
     for attempt in range(3):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await h.release(p.port, lease.lease_id, actual=SMALL_USE)
@@ -265,20 +301,25 @@ async def test_a_lease_the_ledger_lost_answers_so_on_every_release(fault_harness
     assert report.job_types[JOB].in_flight == 0
 
 
-async def test_an_instance_started_while_redis_is_down_serves_once_it_is_up(fault_harness: Harness) -> None:
+@pytest.mark.ledgers
+async def test_an_instance_started_while_redis_is_down_serves_once_it_is_up(
+    fault_harness: Harness, model_redis: ModelRedis
+) -> None:
     h = fault_harness
-    h.redis_server.stop()
+    model_redis.stop()
     p = h.boot_instance(0, PRESET, NO_WAIT, wait_serving=False)
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
     await eventually(lambda: all_health([p.port], not_serving), timeout=10, what="NOT_SERVING without Redis")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.acquire(p.port, JOB, timeout=CALL_DEADLINE_S)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
-    h.redis_server.restart()
+    model_redis.restart()
     await eventually(lambda: serves_a_job(h, p.port), timeout=RECOVERY_S, what="service once Redis is up")
-    assert len(ledger(h).instances()) == 1
+    assert len(h.ledger().instances()) == 1
 
 
+# One redis-server only: a cluster's nodes name their own addresses to the client (CLUSTER SLOTS), so a
+# relay in front of one node cannot carry a cluster's traffic.
 async def test_rediss_url_reaches_redis_over_tls(fault_harness: Harness, tmp_path: Path) -> None:
     h = fault_harness
     ca, cert, key = redis_certificate(tmp_path)
@@ -288,7 +329,7 @@ async def test_rediss_url_reaches_redis_over_tls(fault_harness: Harness, tmp_pat
         url = f"rediss://127.0.0.1:{relay.port}/0?ssl_ca_certs={ca}"
         p = h.boot_instance(0, PRESET, NO_WAIT, redis_url=url)
         assert await serves_a_job(h, p.port)
-        assert ledger(h).instances() == [p.instance_id]
+        assert h.ledger().instances() == [p.instance_id]
         # The ledger's connection and the event channel's, both through the TLS relay.
         assert relay.handshakes >= 2
     finally:
