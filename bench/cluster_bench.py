@@ -1,0 +1,273 @@
+"""How far a Redis Cluster takes a deployment: the same Acquire + Release load, spread evenly over six
+models, on one Redis and on a 3-master Redis Cluster, and what each Redis process spends per RPC.
+
+    python bench/cluster_bench.py [--pairs 24000] [--concurrency 48] [--rounds 4] [--instances 1]
+
+Redis runs the ledger's scripts on one thread, so what bounds a deployment is the CPU a Redis
+spends per RPC, not the throughput this machine reaches: a Redis saturates when its one core is
+busy. On a cluster each model's ledger lives on one master, so the deployment saturates when its
+busiest master does: its ceiling is the total RPCs over the busiest master's CPU seconds, with the
+load spread as measured. This machine has two cores for the load, the instances and every Redis,
+so the throughput itself cannot triple here: the ceilings are computed from CPU per RPC.
+
+The six models' hash tags land two on each master (checked at the start). Rounds alternate
+between the set-ups so that drift in the machine's load hits both alike, after a warm-up of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import grpc.aio
+import redis
+import uvloop
+import yaml
+from pairs import JOB_TYPE, Samples, drive
+from service_bench import cpu_seconds
+
+from rllocal.processes import RedisServer, running
+from rllocal.redis_cluster import LocalCluster
+from rlproto import ratelimit_pb2_grpc as pb_grpc
+from rlservice.backend.ledgers import cluster_prefix
+
+HOST = "127.0.0.1"
+PREFIX = "rl"
+MASTERS = 3
+# Chosen so that their hash tags {rl:MODEL} fall two on each of the three masters' slot ranges.
+MODELS = ("model-a", "model-e", "model-d", "model-h", "model-b", "model-c")
+CONFIG: dict[str, Any] = {
+    "models": {name: {"tokens_per_minute": 10**12, "requests_per_minute": 10**10} for name in MODELS},
+    "job_types": {JOB_TYPE: {"estimated_tokens": 100, "ratio": {"initial": 1.0}}},
+    "lease_ttl_ms": 3_600_000,
+}
+TARGET_RATIO = 2.7
+# The share of a core each shard is planned at in the sizing table: room for bursts and failovers.
+PLANNED_SHARE = 0.7
+TARGET_JOBS = (10_000, 50_000, 100_000)
+BOOT_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Shard:
+    """One Redis process: its models, and what it spent over the measured rounds."""
+
+    name: str
+    pid: int
+    client: redis.Redis
+    models: list[str]
+    cpu: float = 0.0
+    scripts: int = 0
+    idle_share: float = 0.0
+
+    def evalsha_calls(self) -> int:
+        stats = cast(dict[str, dict[str, int]], self.client.info("commandstats"))
+        return stats.get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+@dataclass
+class SetUp:
+    name: str
+    addresses: list[str]
+    shards: list[Shard]
+    rpcs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODELS, 0))
+    errors: int = 0
+    seconds: float = 0.0
+
+    def shard_rpcs(self, shard: Shard) -> int:
+        return sum(self.rpcs[m] for m in shard.models)
+
+    @property
+    def total_rpcs(self) -> int:
+        return sum(self.rpcs.values())
+
+    @property
+    def ceiling(self) -> float:
+        """RPC/s of the whole deployment when its busiest Redis has a core's worth of CPU."""
+        return self.total_rpcs / max(s.cpu for s in self.shards)
+
+
+async def _load(setup: SetUp, pairs: int, concurrency: int, until: float, tag: str) -> list[tuple[str, Samples]]:
+    """`pairs` pairs over every instance and model evenly, at `concurrency` in all."""
+    channels = [grpc.aio.insecure_channel(a) for a in setup.addresses]
+    try:
+        stubs: list[pb_grpc.RateLimiterAsyncStub] = [pb_grpc.RateLimiterStub(c) for c in channels]
+        lanes = [(stub, n, model) for n, stub in enumerate(stubs) for model in MODELS]
+        results = await asyncio.gather(
+            *(
+                drive(
+                    stub,
+                    pairs // len(lanes),
+                    max(1, concurrency // len(lanes)),
+                    until,
+                    f"{tag}-{n}-{model}",
+                    None,
+                    model,
+                )
+                for stub, n, model in lanes
+            )
+        )
+    finally:
+        for c in channels:
+            await c.close(None)
+    return [(model, samples) for (_, _, model), samples in zip(lanes, results, strict=True)]
+
+
+def measured_round(setup: SetUp, args: argparse.Namespace, tag: str) -> None:
+    before = [(cpu_seconds(s.pid), s.evalsha_calls()) for s in setup.shards]
+    results = uvloop.run(_load(setup, args.pairs // args.rounds, args.concurrency, time.perf_counter() + 300, tag))
+    for shard, (cpu, scripts) in zip(setup.shards, before, strict=True):
+        shard.cpu += cpu_seconds(shard.pid) - cpu
+        shard.scripts += shard.evalsha_calls() - scripts
+    for model, samples in results:
+        setup.rpcs[model] += 2 * len(samples.pairs)
+        setup.errors += samples.errors
+    setup.seconds += max(samples.seconds for _, samples in results)
+
+
+def measure_idle(setups: list[SetUp], seconds: float) -> None:
+    """Each Redis's CPU with the instances up and no load: heartbeats, the cluster bus, cron."""
+    shards = [s for setup in setups for s in setup.shards]
+    before = [cpu_seconds(s.pid) for s in shards]
+    started = time.perf_counter()
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    for shard, cpu in zip(shards, before, strict=True):
+        shard.idle_share = (cpu_seconds(shard.pid) - cpu) / elapsed
+
+
+def cluster_shards(cluster: LocalCluster) -> list[Shard]:
+    """The masters with the models whose ledgers they hold; fails unless they hold two each."""
+    by_port: dict[int, list[str]] = {m.port: [] for m in cluster.masters}
+    for model in MODELS:
+        by_port[cluster.master_of("{" + cluster_prefix(PREFIX, model) + "}").port].append(model)
+    spread = sorted(len(models) for models in by_port.values())
+    if spread != [len(MODELS) // len(by_port)] * len(by_port):
+        raise SystemExit(f"the models' hash tags do not spread evenly over the masters: {by_port}; rename MODELS")
+    shards = []
+    for n, master in enumerate(cluster.masters):
+        assert master.proc is not None
+        shards.append(Shard(f"master-{n + 1}", master.proc.pid, master.client(), by_port[master.port]))
+    return shards
+
+
+def start_instances(
+    stack: contextlib.ExitStack, work: Path, name: str, url: str, extra: list[str], n: int
+) -> list[str]:
+    config = work / "cluster-bench.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    args = ["--port", "0", "--config", str(config), "--redis-url", url, "--key-prefix", PREFIX, *extra]
+    return [
+        f"{HOST}:{stack.enter_context(running('rlservice', args, work / f'{name}-{i}.log', BOOT_TIMEOUT_S))}"
+        for i in range(n)
+    ]
+
+
+def report(args: argparse.Namespace, one: SetUp, single: SetUp, cluster: SetUp) -> int:
+    setups = (one, single, cluster)
+    print(
+        f"{args.pairs} Acquire + Release pairs per set-up at concurrency {args.concurrency}, spread evenly over "
+        f"{len(MODELS)} models and {args.instances} instance(s), in {args.rounds} alternating rounds"
+    )
+    header = ("set-up", "redis", "models", "RPCs", "share", "RPC/s", "CPU s", "µs/RPC", "RPC/call", "idle", "ceiling")
+    print("{:<8} {:<9} {:<16} {:>7} {:>6} {:>6} {:>6} {:>7} {:>8} {:>6} {:>8}".format(*header))
+    for setup in setups:
+        for s in setup.shards:
+            rpcs = setup.shard_rpcs(s)
+            models = ",".join(s.models) if len(s.models) < len(MODELS) else f"all {len(MODELS)}"
+            print(
+                f"{setup.name:<8} {s.name:<9} {models:<16} {rpcs:>7} {rpcs / setup.total_rpcs:>6.1%}"
+                f" {rpcs / setup.seconds:>6.0f} {s.cpu:>6.2f} {s.cpu / rpcs * 1e6:>7.1f}"
+                f" {rpcs / max(1, s.scripts):>8.2f} {s.idle_share:>6.1%} {rpcs / s.cpu:>8,.0f}"
+            )
+    print(
+        "one: one Redis, no cluster flag (one ledger for every model); cluster1, cluster3: a Redis Cluster of 1 and"
+        f" {MASTERS} masters\n(a ledger per model). µs/RPC: the Redis's CPU over the measured rounds per RPC it"
+        " served; RPC/call: RPCs per EVALSHA;\nidle: its CPU with no load (heartbeats, cluster bus, cron);"
+        " ceiling: the RPC/s of its load mix at 100 % of a core"
+    )
+    print()
+    for setup in setups:
+        busiest = max(setup.shards, key=lambda s: s.cpu)
+        print(
+            f"ceiling, {setup.name}: {setup.total_rpcs} RPCs / {busiest.cpu:.2f} CPU s of {busiest.name}"
+            f" = {setup.ceiling:,.0f} RPC/s ({setup.ceiling / 2:,.0f} jobs/s)"
+        )
+    ratio = cluster.ceiling / one.ceiling
+    verdict = "meets" if ratio >= TARGET_RATIO else "is below"
+    print(f"{cluster.name} / one: {ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
+    print(
+        f"{cluster.name} / {single.name}: {cluster.ceiling / single.ceiling:.2f}x"
+        f" (the same ledgers, one per model, on 1 and {MASTERS} shards)"
+    )
+    print(
+        "computed from Redis CPU per RPC: this 2-core machine runs the load, the instances and every Redis,"
+        " so the measured RPC/s is the machine's, not the Redis's"
+    )
+    per_rpc = sum(s.cpu for s in cluster.shards) / cluster.total_rpcs
+    jobs = 1 / (2 * per_rpc)
+    planned = jobs * PLANNED_SHARE
+    print(
+        f"\nsizing: {per_rpc * 1e6:.1f} µs of a master's CPU per RPC ({cluster.name}, all masters), a job ="
+        f" Acquire + Release -> {jobs:,.0f} jobs/s per shard at 100 % of a core; planned at {PLANNED_SHARE:.0%}:"
+        f" {planned:,.0f}"
+    )
+    for target in TARGET_JOBS:
+        print(f"  {target:>7,} jobs/s: {math.ceil(target / planned)} shards (models spread evenly over them)")
+    print(f"one model's ledger stays on one shard: a single model is bounded by {jobs:,.0f} jobs/s however many shards")
+    return 1 if any(s.errors for s in setups) else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", type=int, default=24_000, help="measured pairs per set-up (default 24000)")
+    p.add_argument("--concurrency", type=int, default=48, help="pairs in flight in all (default 48)")
+    p.add_argument("--rounds", type=int, default=4, help="alternating rounds the pairs are split into (default 4)")
+    p.add_argument("--instances", type=int, default=1, help="instances per set-up (default 1)")
+    p.add_argument("--warmup", type=int, default=1_200, help="unmeasured pairs per set-up first (default 1200)")
+    p.add_argument("--idle-seconds", type=float, default=5.0, help="no-load window for idle CPU (default 5)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        one_redis = RedisServer(work / "one")
+        (work / "one").mkdir()
+        one_redis.start()
+        stack.callback(one_redis.stop)
+        assert one_redis.proc is not None
+        setups = [
+            SetUp(
+                "one",
+                start_instances(stack, work, "one", one_redis.url, [], args.instances),
+                [Shard("redis", one_redis.proc.pid, one_redis.client(), list(MODELS))],
+            )
+        ]
+        for masters in (1, MASTERS):
+            cluster = LocalCluster(work / f"cluster-{masters}", masters=masters)
+            cluster.start()
+            stack.callback(cluster.stop)
+            name = f"cluster{masters}"
+            addresses = start_instances(stack, work, name, cluster.url, ["--redis-cluster"], args.instances)
+            setups.append(SetUp(name, addresses, cluster_shards(cluster)))
+        for setup in setups:
+            uvloop.run(_load(setup, args.warmup, args.concurrency, time.perf_counter() + 120, f"warm-{setup.name}"))
+        measure_idle(setups, args.idle_seconds)
+        for n in range(args.rounds):
+            for setup in setups if n % 2 == 0 else setups[::-1]:
+                measured_round(setup, args, f"r{n}-{setup.name}")
+    return report(args, *setups)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
