@@ -1,7 +1,7 @@
 """How far a Redis Cluster takes a deployment: the same Acquire + Release load, spread evenly over six
 models, on one Redis and on a 3-master Redis Cluster, and what each Redis process spends per RPC.
 
-    python bench/cluster_bench.py [--pairs 24000] [--concurrency 48] [--rounds 4] [--instances 1]
+    python bench/cluster_bench.py [--pairs 24000] [--concurrency 48] [--rounds 4] [--instances 2]
 
 Redis runs the ledger's scripts on one thread, so what bounds a deployment is the CPU a Redis
 spends per RPC, not the throughput this machine reaches: a Redis saturates when its one core is
@@ -34,8 +34,8 @@ import yaml
 from pairs import JOB_TYPE, Samples, drive
 from service_bench import cpu_seconds
 
-from rllocal.processes import RedisServer, running
-from rllocal.redis_cluster import LocalCluster
+from rllocal.processes import RedisServer, poll_until, running
+from rllocal.redis_cluster import ClusterNode, LocalCluster
 from rlproto import ratelimit_pb2_grpc as pb_grpc
 from rlservice.backend.ledgers import cluster_prefix
 
@@ -54,6 +54,8 @@ TARGET_RATIO = 2.7
 PLANNED_SHARE = 0.7
 TARGET_JOBS = (10_000, 50_000, 100_000)
 BOOT_TIMEOUT_S = 60.0
+# The size of the events this load publishes (a model's state, when another instance must hear it).
+EVENT_BYTES = 270
 
 
 @dataclass
@@ -64,13 +66,17 @@ class Shard:
     pid: int
     client: redis.Redis
     models: list[str]
+    node: ClusterNode | None = None
     cpu: float = 0.0
     scripts: int = 0
+    bus_publishes: int = 0
     idle_share: float = 0.0
 
-    def evalsha_calls(self) -> int:
+    def counters(self) -> tuple[int, int]:
+        """EVALSHA calls so far, and PUBLISH messages received from other nodes over the cluster bus."""
         stats = cast(dict[str, dict[str, int]], self.client.info("commandstats"))
-        return stats.get("cmdstat_evalsha", {}).get("calls", 0)
+        received = 0 if self.node is None else int(self.node.info().get("cluster_stats_messages_publish_received", 0))
+        return stats.get("cmdstat_evalsha", {}).get("calls", 0), received
 
 
 @dataclass
@@ -122,11 +128,13 @@ async def _load(setup: SetUp, pairs: int, concurrency: int, until: float, tag: s
 
 
 def measured_round(setup: SetUp, args: argparse.Namespace, tag: str) -> None:
-    before = [(cpu_seconds(s.pid), s.evalsha_calls()) for s in setup.shards]
+    before = [(cpu_seconds(s.pid), *s.counters()) for s in setup.shards]
     results = uvloop.run(_load(setup, args.pairs // args.rounds, args.concurrency, time.perf_counter() + 300, tag))
-    for shard, (cpu, scripts) in zip(setup.shards, before, strict=True):
+    for shard, (cpu, scripts, received) in zip(setup.shards, before, strict=True):
         shard.cpu += cpu_seconds(shard.pid) - cpu
-        shard.scripts += shard.evalsha_calls() - scripts
+        calls, bus = shard.counters()
+        shard.scripts += calls - scripts
+        shard.bus_publishes += bus - received
     for model, samples in results:
         setup.rpcs[model] += 2 * len(samples.pairs)
         setup.errors += samples.errors
@@ -144,6 +152,32 @@ def measure_idle(setups: list[SetUp], seconds: float) -> None:
         shard.idle_share = (cpu_seconds(shard.pid) - cpu) / elapsed
 
 
+def bus_cost_us(cluster: LocalCluster, size: int, messages: int = 20_000) -> float:
+    """CPU a master spends on a PUBLISH another master forwards over the cluster bus: `messages`
+    published on the first master, pipelined, and the others' CPU per message."""
+    receivers = cluster.masters[1:]
+    pids = [m.proc.pid for m in receivers if m.proc is not None]
+
+    def received() -> list[int]:
+        return [int(m.info().get("cluster_stats_messages_publish_received", 0)) for m in receivers]
+
+    counts = received()
+    before = [cpu_seconds(pid) for pid in pids]
+    pipe = cluster.masters[0].client().pipeline(transaction=False)
+    payload = "x" * size
+    for n in range(messages):
+        pipe.publish("{" + cluster_prefix(PREFIX, MODELS[0]) + "}:events", payload)
+        if n % 100 == 99:
+            pipe.execute()
+    pipe.execute()
+    poll_until(
+        lambda: all(now - then >= messages for now, then in zip(received(), counts, strict=True)),
+        30,
+        what="every other master to receive the messages",
+    )
+    return sum(cpu_seconds(pid) - cpu for pid, cpu in zip(pids, before, strict=True)) / len(pids) / messages * 1e6
+
+
 def cluster_shards(cluster: LocalCluster) -> list[Shard]:
     """The masters with the models whose ledgers they hold; fails unless they hold two each."""
     by_port: dict[int, list[str]] = {m.port: [] for m in cluster.masters}
@@ -155,7 +189,7 @@ def cluster_shards(cluster: LocalCluster) -> list[Shard]:
     shards = []
     for n, master in enumerate(cluster.masters):
         assert master.proc is not None
-        shards.append(Shard(f"master-{n + 1}", master.proc.pid, master.client(), by_port[master.port]))
+        shards.append(Shard(f"master-{n + 1}", master.proc.pid, master.client(), by_port[master.port], master))
     return shards
 
 
@@ -171,14 +205,14 @@ def start_instances(
     ]
 
 
-def report(args: argparse.Namespace, one: SetUp, single: SetUp, cluster: SetUp) -> int:
+def report(args: argparse.Namespace, bus_us: float, one: SetUp, single: SetUp, cluster: SetUp) -> int:
     setups = (one, single, cluster)
     print(
         f"{args.pairs} Acquire + Release pairs per set-up at concurrency {args.concurrency}, spread evenly over "
         f"{len(MODELS)} models and {args.instances} instance(s), in {args.rounds} alternating rounds"
     )
-    header = ("set-up", "redis", "models", "RPCs", "share", "RPC/s", "CPU s", "µs/RPC", "RPC/call", "idle", "ceiling")
-    print("{:<8} {:<9} {:<16} {:>7} {:>6} {:>6} {:>6} {:>7} {:>8} {:>6} {:>8}".format(*header))
+    header = ("set-up", "redis", "models", "RPCs", "share", "RPC/s", "CPU s", "µs/RPC", "RPC/call", "bus/RPC", "idle")
+    print("{:<8} {:<9} {:<16} {:>7} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>6} {:>8}".format(*header, "ceiling"))
     for setup in setups:
         for s in setup.shards:
             rpcs = setup.shard_rpcs(s)
@@ -186,13 +220,15 @@ def report(args: argparse.Namespace, one: SetUp, single: SetUp, cluster: SetUp) 
             print(
                 f"{setup.name:<8} {s.name:<9} {models:<16} {rpcs:>7} {rpcs / setup.total_rpcs:>6.1%}"
                 f" {rpcs / setup.seconds:>6.0f} {s.cpu:>6.2f} {s.cpu / rpcs * 1e6:>7.1f}"
-                f" {rpcs / max(1, s.scripts):>8.2f} {s.idle_share:>6.1%} {rpcs / s.cpu:>8,.0f}"
+                f" {rpcs / max(1, s.scripts):>8.2f} {s.bus_publishes / rpcs:>7.2f} {s.idle_share:>6.1%}"
+                f" {rpcs / s.cpu:>8,.0f}"
             )
     print(
         "one: one Redis, no cluster flag (one ledger for every model); cluster1, cluster3: a Redis Cluster of 1 and"
         f" {MASTERS} masters\n(a ledger per model). µs/RPC: the Redis's CPU over the measured rounds per RPC it"
-        " served; RPC/call: RPCs per EVALSHA;\nidle: its CPU with no load (heartbeats, cluster bus, cron);"
-        " ceiling: the RPC/s of its load mix at 100 % of a core"
+        " served; RPC/call: RPCs per EVALSHA;\nbus/RPC: PUBLISH messages other masters forwarded to it over the"
+        " cluster bus; idle: its CPU with no load (heartbeats,\ncluster bus, cron); ceiling: the RPC/s of its load"
+        " mix at 100 % of a core"
     )
     print()
     for setup in setups:
@@ -201,6 +237,11 @@ def report(args: argparse.Namespace, one: SetUp, single: SetUp, cluster: SetUp) 
             f"ceiling, {setup.name}: {setup.total_rpcs} RPCs / {busiest.cpu:.2f} CPU s of {busiest.name}"
             f" = {setup.ceiling:,.0f} RPC/s ({setup.ceiling / 2:,.0f} jobs/s)"
         )
+    forwarded = sum(s.bus_publishes for s in cluster.shards) / cluster.total_rpcs
+    print(
+        f"cluster bus: a PUBLISH another master forwards ({args.event_bytes} bytes) costs a master {bus_us:.1f} µs;"
+        f" at {forwarded:.2f} a RPC, {forwarded * bus_us:.1f} µs of {cluster.name}'s CPU per RPC"
+    )
     ratio = cluster.ceiling / one.ceiling
     verdict = "meets" if ratio >= TARGET_RATIO else "is below"
     print(f"{cluster.name} / one: {ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
@@ -231,8 +272,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=24_000, help="measured pairs per set-up (default 24000)")
     p.add_argument("--concurrency", type=int, default=48, help="pairs in flight in all (default 48)")
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds the pairs are split into (default 4)")
-    p.add_argument("--instances", type=int, default=1, help="instances per set-up (default 1)")
+    # With one instance nothing is published: no other instance to tell.
+    p.add_argument("--instances", type=int, default=2, help="instances per set-up (default 2)")
     p.add_argument("--warmup", type=int, default=1_200, help="unmeasured pairs per set-up first (default 1200)")
+    p.add_argument(
+        "--event-bytes", type=int, default=EVENT_BYTES, help=f"PUBLISH size for the bus cost (default {EVENT_BYTES})"
+    )
     p.add_argument("--idle-seconds", type=float, default=5.0, help="no-load window for idle CPU (default 5)")
     return p.parse_args(argv)
 
@@ -253,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                 [Shard("redis", one_redis.proc.pid, one_redis.client(), list(MODELS))],
             )
         ]
-        for masters in (1, MASTERS):
-            cluster = LocalCluster(work / f"cluster-{masters}", masters=masters)
+        clusters = [LocalCluster(work / f"cluster-{masters}", masters=masters) for masters in (1, MASTERS)]
+        for cluster in clusters:
+            masters = len(cluster.masters)
             cluster.start()
             stack.callback(cluster.stop)
             name = f"cluster{masters}"
@@ -266,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(args.rounds):
             for setup in setups if n % 2 == 0 else setups[::-1]:
                 measured_round(setup, args, f"r{n}-{setup.name}")
-    return report(args, *setups)
+        bus_us = bus_cost_us(clusters[-1], args.event_bytes)
+    return report(args, bus_us, *setups)
 
 
 if __name__ == "__main__":
