@@ -70,13 +70,17 @@ class Shard:
     cpu: float = 0.0
     scripts: int = 0
     bus_publishes: int = 0
+    wakeups: int = 0
     idle_share: float = 0.0
 
-    def counters(self) -> tuple[int, int]:
-        """EVALSHA calls so far, and PUBLISH messages received from other nodes over the cluster bus."""
+    def counters(self) -> tuple[int, int, int]:
+        """EVALSHA calls so far, PUBLISH messages received from other nodes over the cluster bus, and
+        the times the process gave up the CPU to wait (its event loop going back to sleep)."""
         stats = cast(dict[str, dict[str, int]], self.client.info("commandstats"))
         received = 0 if self.node is None else int(self.node.info().get("cluster_stats_messages_publish_received", 0))
-        return stats.get("cmdstat_evalsha", {}).get("calls", 0), received
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        waits = int(status.split("voluntary_ctxt_switches:", 1)[1].split()[0])
+        return stats.get("cmdstat_evalsha", {}).get("calls", 0), received, waits
 
 
 @dataclass
@@ -130,11 +134,12 @@ async def _load(setup: SetUp, pairs: int, concurrency: int, until: float, tag: s
 def measured_round(setup: SetUp, args: argparse.Namespace, tag: str) -> None:
     before = [(cpu_seconds(s.pid), *s.counters()) for s in setup.shards]
     results = uvloop.run(_load(setup, args.pairs // args.rounds, args.concurrency, time.perf_counter() + 300, tag))
-    for shard, (cpu, scripts, received) in zip(setup.shards, before, strict=True):
+    for shard, (cpu, scripts, received, waits) in zip(setup.shards, before, strict=True):
         shard.cpu += cpu_seconds(shard.pid) - cpu
-        calls, bus = shard.counters()
+        calls, bus, wakeups = shard.counters()
         shard.scripts += calls - scripts
         shard.bus_publishes += bus - received
+        shard.wakeups += wakeups - waits
     for model, samples in results:
         setup.rpcs[model] += 2 * len(samples.pairs)
         setup.errors += samples.errors
@@ -211,8 +216,24 @@ def report(args: argparse.Namespace, bus_us: float, one: SetUp, single: SetUp, c
         f"{args.pairs} Acquire + Release pairs per set-up at concurrency {args.concurrency}, spread evenly over "
         f"{len(MODELS)} models and {args.instances} instance(s), in {args.rounds} alternating rounds"
     )
-    header = ("set-up", "redis", "models", "RPCs", "share", "RPC/s", "CPU s", "µs/RPC", "RPC/call", "bus/RPC", "idle")
-    print("{:<8} {:<9} {:<16} {:>7} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>6} {:>8}".format(*header, "ceiling"))
+    header = (
+        "set-up",
+        "redis",
+        "models",
+        "RPCs",
+        "share",
+        "RPC/s",
+        "CPU s",
+        "µs/RPC",
+        "RPC/call",
+        "bus/RPC",
+        "wake/RPC",
+    )
+    print(
+        "{:<8} {:<9} {:<16} {:>7} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>8} {:>6} {:>8}".format(
+            *header, "idle", "ceiling"
+        )
+    )
     for setup in setups:
         for s in setup.shards:
             rpcs = setup.shard_rpcs(s)
@@ -220,15 +241,16 @@ def report(args: argparse.Namespace, bus_us: float, one: SetUp, single: SetUp, c
             print(
                 f"{setup.name:<8} {s.name:<9} {models:<16} {rpcs:>7} {rpcs / setup.total_rpcs:>6.1%}"
                 f" {rpcs / setup.seconds:>6.0f} {s.cpu:>6.2f} {s.cpu / rpcs * 1e6:>7.1f}"
-                f" {rpcs / max(1, s.scripts):>8.2f} {s.bus_publishes / rpcs:>7.2f} {s.idle_share:>6.1%}"
+                f" {rpcs / max(1, s.scripts):>8.2f} {s.bus_publishes / rpcs:>7.2f} {s.wakeups / rpcs:>8.2f}"
+                f" {s.idle_share:>6.1%}"
                 f" {rpcs / s.cpu:>8,.0f}"
             )
     print(
         "one: one Redis, no cluster flag (one ledger for every model); cluster1, cluster3: a Redis Cluster of 1 and"
         f" {MASTERS} masters\n(a ledger per model). µs/RPC: the Redis's CPU over the measured rounds per RPC it"
         " served; RPC/call: RPCs per EVALSHA;\nbus/RPC: PUBLISH messages other masters forwarded to it over the"
-        " cluster bus; idle: its CPU with no load (heartbeats,\ncluster bus, cron); ceiling: the RPC/s of its load"
-        " mix at 100 % of a core"
+        " cluster bus; wake/RPC: times its event loop slept and woke\n(voluntary context switches); idle: its CPU"
+        " with no load (heartbeats, cluster bus, cron); ceiling: the RPC/s of its\nload mix at 100 % of a core"
     )
     print()
     for setup in setups:
