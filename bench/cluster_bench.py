@@ -1,5 +1,7 @@
 """How far a Redis Cluster takes a deployment: the same Acquire + Release load, spread evenly over six
-models, on one Redis and on a 3-master Redis Cluster, and what each Redis process spends per RPC.
+models, on one Redis (one ledger for every model), on a Redis Cluster of one master (a ledger per
+model, all on one Redis process) and on one of three masters, and what each Redis process spends per
+RPC. The one-master cluster tells what a ledger per model costs apart from what sharding gains.
 
     python bench/cluster_bench.py [--pairs 24000] [--concurrency 48] [--rounds 4] [--instances 2]
 
@@ -25,14 +27,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc.aio
 import redis
 import uvloop
 import yaml
 from pairs import JOB_TYPE, Samples, drive
-from service_bench import cpu_seconds
+from service_bench import cpu_seconds, evalsha_calls
 
 from rllocal.processes import RedisServer, poll_until, running
 from rllocal.redis_cluster import ClusterNode, LocalCluster
@@ -76,11 +78,10 @@ class Shard:
     def counters(self) -> tuple[int, int, int]:
         """EVALSHA calls so far, PUBLISH messages received from other nodes over the cluster bus, and
         the times the process gave up the CPU to wait (its event loop going back to sleep)."""
-        stats = cast(dict[str, dict[str, int]], self.client.info("commandstats"))
         received = 0 if self.node is None else int(self.node.info().get("cluster_stats_messages_publish_received", 0))
         status = Path(f"/proc/{self.pid}/status").read_text()
         waits = int(status.split("voluntary_ctxt_switches:", 1)[1].split()[0])
-        return stats.get("cmdstat_evalsha", {}).get("calls", 0), received, waits
+        return evalsha_calls(self.client), received, waits
 
 
 @dataclass
