@@ -89,12 +89,13 @@ class SetUp:
     name: str
     addresses: list[str]
     shards: list[Shard]
-    rpcs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODELS, 0))
+    models: tuple[str, ...] = MODELS
+    rpcs: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     seconds: float = 0.0
 
     def shard_rpcs(self, shard: Shard) -> int:
-        return sum(self.rpcs[m] for m in shard.models)
+        return sum(self.rpcs.get(m, 0) for m in shard.models)
 
     @property
     def total_rpcs(self) -> int:
@@ -107,11 +108,11 @@ class SetUp:
 
 
 async def _load(setup: SetUp, pairs: int, concurrency: int, until: float, tag: str) -> list[tuple[str, Samples]]:
-    """`pairs` pairs over every instance and model evenly, at `concurrency` in all."""
+    """`pairs` pairs over every instance and the set-up's models evenly, at `concurrency` in all."""
     channels = [grpc.aio.insecure_channel(a) for a in setup.addresses]
     try:
         stubs: list[pb_grpc.RateLimiterAsyncStub] = [pb_grpc.RateLimiterStub(c) for c in channels]
-        lanes = [(stub, n, model) for n, stub in enumerate(stubs) for model in MODELS]
+        lanes = [(stub, n, model) for n, stub in enumerate(stubs) for model in setup.models]
         results = await asyncio.gather(
             *(
                 drive(
@@ -142,7 +143,7 @@ def measured_round(setup: SetUp, args: argparse.Namespace, tag: str) -> None:
         shard.bus_publishes += bus - received
         shard.wakeups += wakeups - waits
     for model, samples in results:
-        setup.rpcs[model] += 2 * len(samples.pairs)
+        setup.rpcs[model] = setup.rpcs.get(model, 0) + 2 * len(samples.pairs)
         setup.errors += samples.errors
     setup.seconds += max(samples.seconds for _, samples in results)
 
@@ -209,8 +210,8 @@ def start_instances(
     ]
 
 
-def report(args: argparse.Namespace, bus_us: float, one: SetUp, single: SetUp, cluster: SetUp) -> int:
-    setups = (one, single, cluster)
+def report(args: argparse.Namespace, bus_us: float, one: SetUp, single: SetUp, cluster: SetUp, busy: SetUp) -> int:
+    setups = (one, single, cluster, busy)
     print(
         f"{args.pairs} Acquire + Release pairs per set-up at concurrency {args.concurrency}, spread evenly over "
         f"{len(MODELS)} models and {args.instances} instance(s), in {args.rounds} alternating rounds"
@@ -249,7 +250,9 @@ def report(args: argparse.Namespace, bus_us: float, one: SetUp, single: SetUp, c
         f" {MASTERS} masters\n(a ledger per model). µs/RPC: the Redis's CPU over the measured rounds per RPC it"
         " served; RPC/call: RPCs per EVALSHA;\nbus/RPC: PUBLISH messages other masters forwarded to it over the"
         " cluster bus; wake/RPC: times its event loop slept and woke\n(voluntary context switches); idle: its CPU"
-        " with no load (heartbeats, cluster bus, cron); ceiling: the RPC/s of its\nload mix at 100 % of a core"
+        " with no load (heartbeats, cluster bus, cron); ceiling: the RPC/s of its\nload mix at 100 % of a core."
+        f" {busy.name}: {cluster.name}'s instances with the whole load on {busy.shards[0].name}'s models, as busy as"
+        " one Redis"
     )
     print()
     for setup in setups:
@@ -269,6 +272,11 @@ def report(args: argparse.Namespace, bus_us: float, one: SetUp, single: SetUp, c
     print(
         f"{cluster.name} / {single.name}: {cluster.ceiling / single.ceiling:.2f}x"
         f" (the same ledgers, one per model, on 1 and {MASTERS} shards)"
+    )
+    projected = MASTERS * busy.ceiling
+    print(
+        f"{MASTERS} masters each as busy as {busy.shards[0].name} in {busy.name}: {projected:,.0f} RPC/s,"
+        f" {projected / one.ceiling:.2f}x one (a projection: every Redis equally busy, not the target's measure)"
     )
     print(
         "computed from Redis CPU per RPC: this 2-core machine runs the load, the instances and every Redis,"
@@ -327,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
             name = f"cluster{masters}"
             addresses = start_instances(stack, work, name, cluster.url, ["--redis-cluster"], args.instances)
             setups.append(SetUp(name, addresses, cluster_shards(cluster)))
+        # The same cluster with one master carrying the whole load: what a master costs per RPC when it
+        # is as busy as the one Redis, as every master would be at three times the load.
+        first = cluster_shards(clusters[-1])[0]
+        setups.append(SetUp(f"c{MASTERS}-busy", setups[-1].addresses, [first], tuple(first.models)))
         for setup in setups:
             uvloop.run(_load(setup, args.warmup, args.concurrency, time.perf_counter() + 120, f"warm-{setup.name}"))
         measure_idle(setups, args.idle_seconds)
