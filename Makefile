@@ -77,7 +77,7 @@ bench-waiters: install
 	$(PY) bench/waiter_memory.py $(WAITER_ARGS)
 
 # Not part of `make test`: Redis CPU per RPC on one Redis and on Redis Clusters of 1 and 3 masters under
-# the same load over six models, and the ceilings computed from it, about 4 minutes (docs/performance.md).
+# the same load over six models, and the ceilings computed from it, about 5 minutes (docs/performance.md).
 # Shorter: make bench-cluster CLUSTER_ARGS="--pairs 6000 --rounds 2"
 bench-cluster: install
 	$(PY) bench/cluster_bench.py $(CLUSTER_ARGS)
