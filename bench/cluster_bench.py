@@ -1,7 +1,9 @@
 """How far a Redis Cluster takes a deployment: the same Acquire + Release load, spread evenly over six
 models, on one Redis (one ledger for every model), on a Redis Cluster of one master (a ledger per
 model, all on one Redis process) and on one of three masters, and what each Redis process spends per
-RPC. The one-master cluster tells what a ledger per model costs apart from what sharding gains.
+RPC. The one-master cluster tells what a ledger per model costs apart from what sharding gains. A
+last set-up sends the load to the three-master cluster's instances on one master's models only:
+that master is then as busy as the one Redis, as every master would be at three times the load.
 
     python bench/cluster_bench.py [--pairs 24000] [--concurrency 48] [--rounds 4] [--instances 2]
 
@@ -13,7 +15,7 @@ load spread as measured. This machine has two cores for the load, the instances 
 so the throughput itself cannot triple here: the ceilings are computed from CPU per RPC.
 
 The six models' hash tags land two on each master (checked at the start). Rounds alternate
-between the set-ups so that drift in the machine's load hits both alike, after a warm-up of each.
+between the set-ups so that drift in the machine's load hits all alike, after a warm-up of each.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ def bus_cost_us(cluster: LocalCluster, size: int, messages: int = 5_000) -> floa
 
 
 def cluster_shards(cluster: LocalCluster) -> list[Shard]:
-    """The masters with the models whose ledgers they hold; fails unless they hold two each."""
+    """The masters with the models whose ledgers they hold; fails unless each holds as many."""
     by_port: dict[int, list[str]] = {m.port: [] for m in cluster.masters}
     for model in MODELS:
         by_port[cluster.master_of("{" + cluster_prefix(PREFIX, model) + "}").port].append(model)
