@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider bench-provider-kinds bench-watch bench-waiters bench-failover clean
+.PHONY: install run test lint proto proto-check unit e2e bench bench-proxy bench-utilisation bench-reap bench-propagation bench-security bench-metrics bench-script bench-provider bench-provider-kinds bench-watch bench-waiters bench-failover clean bench-cluster
 
 install: $(STAMP)
 
@@ -75,6 +75,12 @@ bench-watch: install
 # (docs/performance.md). Other settings: make bench-waiters WAITER_ARGS="--waiters 4000 --step 500"
 bench-waiters: install
 	$(PY) bench/waiter_memory.py $(WAITER_ARGS)
+
+# Not part of `make test`: Redis CPU per RPC on one Redis and on Redis Clusters of 1 and 3 masters under
+# the same load over six models, and the ceilings computed from it, about 5 minutes (docs/performance.md).
+# Shorter: make bench-cluster CLUSTER_ARGS="--pairs 6000 --rounds 2"
+bench-cluster: install
+	$(PY) bench/cluster_bench.py $(CLUSTER_ARGS)
 
 # Not part of `make test`: workers against rlprovider with and without the limiter, N = 1, 2, 4,
 # about 12 minutes (docs/performance.md). Shorter: make bench-provider PROVIDER_ARGS="--instances 1 --seconds 120"

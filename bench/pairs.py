@@ -1,7 +1,8 @@
 """Acquire + Release pairs against several set-ups of the service in one run: the same load on each,
 in alternating rounds so that drift in the machine's load hits all alike, then p50/p99 per call and
 per pair, pairs per second, and what each set-up adds to the first. bench/proxy_bench.py and
-bench/security_bench.py compare their set-ups with it.
+bench/security_bench.py compare their set-ups with it; bench/cluster_bench.py drives its models
+with `drive`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ async def drive(
     until: float,
     tag: str,
     metadata: tuple[tuple[str, str], ...] | None = None,
+    model: str = MODEL,
 ) -> Samples:
     samples = Samples()
     clock = time.perf_counter
@@ -65,7 +67,7 @@ async def drive(
             started = clock()
             try:
                 grant = await stub.Acquire(
-                    pb.AcquireRequest(job_id=job_id, job_type=JOB_TYPE, models=[MODEL]), timeout=10, metadata=metadata
+                    pb.AcquireRequest(job_id=job_id, job_type=JOB_TYPE, models=[model]), timeout=10, metadata=metadata
                 )
                 acquired = clock()
                 await stub.Release(

@@ -267,11 +267,16 @@ class Measured:
         return self.loaded["total" if "total" in self.loaded else "Call"].rps
 
 
+def evalsha_calls(client: redis.Redis) -> int:
+    """EVALSHA calls the Redis behind `client` has run so far."""
+    stats = cast(dict[str, dict[str, int]], client.info("commandstats"))
+    return stats.get("cmdstat_evalsha", {}).get("calls", 0)
+
+
 def script_calls(redis_server: RedisServer) -> int:
     """EVALSHA calls Redis has run so far."""
     with redis.Redis.from_url(redis_server.url) as client:
-        stats = cast(dict[str, dict[str, int]], client.info("commandstats"))
-    return stats.get("cmdstat_evalsha", {}).get("calls", 0)
+        return evalsha_calls(client)
 
 
 def measure(
