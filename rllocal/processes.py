@@ -89,12 +89,7 @@ class RedisServer:
         deletes what it had written first, as if it came back on a new machine."""
         self.stop()
         if empty:
-            for name in REDIS_DATA_FILES:
-                path = self.workdir / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+            forget_data(self.workdir)
         # The port was this server's a moment ago; another process may take it only by bad luck.
         for _ in range(50):
             if self._launch(redis_server_binary(), self.port):
@@ -139,6 +134,16 @@ class RedisServer:
 # What a redis-server writes in its --dir: the append-only file (one file up to 6.2, a folder from
 # 7.0) and snapshots.
 REDIS_DATA_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb")
+
+
+def forget_data(workdir: Path) -> None:
+    """Deletes what a redis-server wrote in its data directory, as if it came back on a new machine."""
+    for name in REDIS_DATA_FILES:
+        path = workdir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def wait_serving(address: str, timeout: float, credentials: grpc.ChannelCredentials | None = None) -> None:

@@ -5,7 +5,6 @@ every node says `cluster_state:ok`. Shared by the end-to-end tests, the benchmar
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from .processes import REDIS_DATA_FILES, free_port, poll_until, redis_argv, redis_server_binary
+from .processes import forget_data, free_port, poll_until, redis_argv, redis_server_binary
 
 SLOTS = 16384
 # ADDSLOTS takes slots one by one (Redis 6.2 has no ADDSLOTSRANGE): this many a command.
@@ -89,12 +88,7 @@ class ClusterNode:
         assert self.argv is not None, "a node is restarted only after it was started"
         self.stop()
         if empty:
-            for name in REDIS_DATA_FILES:
-                path = self.workdir / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+            forget_data(self.workdir)
         self.start(self.argv)
         poll_until(lambda: LocalCluster.pings(self), FORM_TIMEOUT_S, what=f"node {self.port} to answer again")
 
