@@ -13,12 +13,13 @@ from typing import Final
 # reading, one instance's Acquire + Release p50 and p99 stay within 1.5x and 2x of none.
 DEFAULT_MAX_WATCH_STREAMS: Final = 1000
 FLAG: Final = "--max-watch-streams"
-# Past this, the write budget below leaves each stream less than a message every 2.5 s while each
+# Past this, the write budget below leaves each stream less than a message every 5 s while each
 # still holds its memory: more watchers should share streams through rlproxy.
 MAX_WATCH_STREAMS: Final = 10_000
 # The most stream messages a server writes a second, across all its streams (rlcommon.write_budget):
-# about 37 µs of event loop each (docs/performance.md), so at most about a sixth of the loop.
-WRITES_PER_S: Final = 4000
+# about 37 µs of event loop each (docs/performance.md), so at most about 7 % of the loop: at 4 000 the
+# cap's streams took Acquire + Release p50 to 1.6x in one run of make bench-watch of two.
+WRITES_PER_S: Final = 2000
 
 
 def max_watch_streams(value: str) -> int:
