@@ -66,6 +66,9 @@ class ParseErrors(Interceptor):
 
     def __init__(self, service: str) -> None:
         self._prefix = f"/{service}/"
+        # Per method, the handler last seen and its wrapping: a server hands out the same handler on
+        # every call, so the wrapping is made once per method, not on every call.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Handler:
         handler = await continuation(details)
@@ -76,4 +79,9 @@ class ParseErrors(Interceptor):
             or not details.method.startswith(self._prefix)
         ):
             return handler
-        return _parsing(handler, details.method.rpartition("/")[2])
+        seen = self._wrapped.get(details.method)
+        if seen is not None and seen[0] is handler:
+            return seen[1]
+        wrapped = _parsing(handler, details.method.rpartition("/")[2])
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped

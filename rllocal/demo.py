@@ -43,6 +43,7 @@ from rlclient.providers.openai import openai_error, openai_report, openai_respon
 from rlclient.types import provider_model
 
 from rllocal.processes import (
+    answers_ping,
     first_line,
     free_port,
     listening_port,
@@ -143,16 +144,12 @@ class Cluster:
         self.children.append(child)
         client = redis.Redis(host=HOST, port=port, socket_timeout=2)
 
-        def pings() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {proc.returncode}")
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
         try:
-            poll_until(pings, timeout=BOOT_TIMEOUT_S, what="redis-server to answer PING")
+            poll_until(
+                lambda: answers_ping(proc, client, "redis-server"),
+                timeout=BOOT_TIMEOUT_S,
+                what="redis-server to answer PING",
+            )
         finally:
             client.close()
         return child

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import redis
@@ -111,12 +111,7 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not exit within {timeout}s of SIGTERM") from None
 
     def _pings(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-        try:
-            return bool(self.client().ping())
-        except redis.RedisError:
-            return False
+        return answers_ping(self.proc, self.client(), "redis-server")
 
     @property
     def url(self) -> str:
@@ -134,6 +129,16 @@ class RedisServer:
 # What a redis-server writes in its --dir: the append-only file (one file up to 6.2, a folder from
 # 7.0) and snapshots.
 REDIS_DATA_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb")
+
+
+def answers_ping(proc: subprocess.Popen[Any] | None, client: redis.Redis, name: str) -> bool:
+    """Whether a starting redis-server answers PING yet; raises if its process has exited."""
+    if proc is not None and proc.poll() is not None:
+        raise RuntimeError(f"{name} exited with {proc.returncode}")
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 def forget_data(workdir: Path) -> None:

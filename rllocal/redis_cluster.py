@@ -17,7 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from .processes import forget_data, free_port, poll_until, redis_argv, redis_server_binary
+from .processes import answers_ping, forget_data, free_port, poll_until, redis_argv, redis_server_binary
 
 SLOTS = 16384
 # ADDSLOTS takes slots one by one (Redis 6.2 has no ADDSLOTSRANGE): this many a command.
@@ -186,12 +186,7 @@ class LocalCluster:
 
     @staticmethod
     def pings(node: ClusterNode) -> bool:
-        if node.proc is not None and node.proc.poll() is not None:
-            raise RuntimeError(f"redis-server on port {node.port} exited with {node.proc.returncode}")
-        try:
-            return bool(node.client().ping())
-        except redis.RedisError:
-            return False
+        return answers_ping(node.proc, node.client(), f"redis-server on port {node.port}")
 
     def _form(self) -> None:
         first = self.masters[0]
