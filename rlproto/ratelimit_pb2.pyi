@@ -416,6 +416,8 @@ class Pool(_message.Message):
     EXTERNAL_REQUESTS_FIELD_NUMBER: _builtins.int
     INPUT_TOKENS_PER_MINUTE_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    OUTSIDE_TOKENS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    OUTSIDE_REQUESTS_PER_MINUTE_FIELD_NUMBER: _builtins.int
     total_slots: _builtins.int
     tokens_per_minute: _builtins.int
     requests_per_minute: _builtins.int
@@ -430,6 +432,11 @@ class Pool(_message.Message):
     input_tokens_per_minute: _builtins.int
     """For models that limit input and output tokens apart (Anthropic's ITPM, OTPM)."""
     output_tokens_per_minute: _builtins.int
+    outside_tokens_per_minute: _builtins.int
+    """A rolling model's estimate of what others use of the key a minute, learnt from the provider's
+    remaining counts; its buckets refill that much slower. 0 for a fixed-window model.
+    """
+    outside_requests_per_minute: _builtins.int
     def __init__(
         self,
         *,
@@ -444,10 +451,12 @@ class Pool(_message.Message):
         external_requests: _builtins.int = ...,
         input_tokens_per_minute: _builtins.int | None = ...,
         output_tokens_per_minute: _builtins.int | None = ...,
+        outside_tokens_per_minute: _builtins.int = ...,
+        outside_requests_per_minute: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute", "_max_concurrent", b"_max_concurrent", "_output_tokens_per_minute", b"_output_tokens_per_minute", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "input_tokens_per_minute", b"input_tokens_per_minute", "max_concurrent", b"max_concurrent", "output_tokens_per_minute", b"output_tokens_per_minute", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute", "_max_concurrent", b"_max_concurrent", "_output_tokens_per_minute", b"_output_tokens_per_minute", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "external_requests", b"external_requests", "external_tokens", b"external_tokens", "input_tokens_per_minute", b"input_tokens_per_minute", "max_concurrent", b"max_concurrent", "output_tokens_per_minute", b"output_tokens_per_minute", "paused_until_ms", b"paused_until_ms", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute", "total_slots", b"total_slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute", "_max_concurrent", b"_max_concurrent", "_output_tokens_per_minute", b"_output_tokens_per_minute", "_requests_per_day", b"_requests_per_day", "_requests_per_minute", b"_requests_per_minute", "_tokens_per_day", b"_tokens_per_day", "_tokens_per_minute", b"_tokens_per_minute", "external_requests", b"external_requests", "external_tokens", b"external_tokens", "input_tokens_per_minute", b"input_tokens_per_minute", "max_concurrent", b"max_concurrent", "output_tokens_per_minute", b"output_tokens_per_minute", "outside_requests_per_minute", b"outside_requests_per_minute", "outside_tokens_per_minute", b"outside_tokens_per_minute", "paused_until_ms", b"paused_until_ms", "requests_per_day", b"requests_per_day", "requests_per_minute", b"requests_per_minute", "tokens_per_day", b"tokens_per_day", "tokens_per_minute", b"tokens_per_minute", "total_slots", b"total_slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__input_tokens_per_minute: _TypeAlias = _typing.Literal["input_tokens_per_minute"]  # noqa: Y015
     _WhichOneofArgType__input_tokens_per_minute: _TypeAlias = _typing.Literal["_input_tokens_per_minute", b"_input_tokens_per_minute"]  # noqa: Y015

@@ -71,6 +71,8 @@ def _pool(p: Pool) -> pb.Pool:
         paused_until_ms=p.paused_until_ms,
         external_tokens=p.external[0],
         external_requests=p.external[1],
+        outside_tokens_per_minute=p.outside[0],
+        outside_requests_per_minute=p.outside[1],
         **_rates(p),
     )
 

@@ -96,6 +96,7 @@ class Instance:
             settings.provider_feedback.max_pause_ms,
             settings.provider_feedback.default_pause_ms,
             settings.feedback_tolerance(),
+            settings.provider_feedback.outside_rate_time_constant_ms,
         )
         self._backend = connect(
             opts.redis_url,

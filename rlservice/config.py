@@ -152,6 +152,10 @@ class ProviderFeedbackConfig(_Strict):
     # the largest estimate of any job type, so that one call in flight that the provider has
     # counted and the ledger not yet does not shrink the pools.
     tolerance_tokens: NonNegativeInt | None = None
+    # A rolling model learns the rate at which others use the key from the gaps the provider shows,
+    # and refills that much slower: each gap moves the rate by gap / this time (ms). Longer learns
+    # slower and is shaken less by one burst; 0 turns the learning off (docs/capacity.md).
+    outside_rate_time_constant_ms: NonNegativeInt = 20_000
 
 
 # Acquires one instance lets wait at once, by default. A waiter costs about 27 KB of the instance's memory

@@ -231,12 +231,18 @@ class AllocationCollector(Collector):
             "Tokens of the model's current minute window that the provider reported and no lease accounts for.",
             labels=per_model,
         )
+        outside = GaugeMetricFamily(
+            "rlservice_outside_tokens_per_minute",
+            "Tokens a minute a rolling model estimates others use of the key: its bucket refills that much slower.",
+            labels=per_model,
+        )
         for model, pool in report.pools.items():
             for dim, gauge in rates.items():
                 if (amount := pool.rates[dim]) is not None:
                     gauge.add_metric((model,), amount)
             if pool.rates[0] is not None:
                 external.add_metric((model,), pool.external[0])
+                outside.add_metric((model,), pool.outside[0])
             slots.add_metric((model,), pool.total_slots)
             paused.add_metric((model,), pool.paused_until_ms)
         in_flight = GaugeMetricFamily("rlservice_in_flight", "Open leases of the type on the model.", labels=per_type)
@@ -261,4 +267,5 @@ class AllocationCollector(Collector):
         instances.add_metric((), report.instance_count)
         leases = GaugeMetricFamily("rlservice_active_leases", "Open leases issued by this instance.")
         leases.add_metric((), report.active_leases)
-        yield from (*rates.values(), slots, paused, external, in_flight, waiting, allocated, ratio, instances, leases)
+        yield from (*rates.values(), slots, paused, external, outside, in_flight, waiting, allocated, ratio)
+        yield from (instances, leases)

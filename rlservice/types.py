@@ -149,7 +149,8 @@ class Snapshot:
     instances with requests waiting for the model, own_waiting is 1 when this instance is one of
     them. paused_until_ms is the Redis time until which a provider's 429 holds the model (0 for
     none); external is the minute window's usage the provider reported beyond the ledger's
-    (tokens, requests), part of settled.
+    (tokens, requests), part of settled. outside is a rolling model's estimate of what an outside
+    consumer of the key uses a minute (tokens, requests), by which its minute buckets refill slower.
     """
 
     seq: int
@@ -167,12 +168,13 @@ class Snapshot:
     own_settled: Amounts = NO_AMOUNTS
     paused_until_ms: int = 0
     external: tuple[int, int] = (0, 0)
+    outside: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_reply(cls, seq: int, now_ms: int, s: Sequence[int]) -> Snapshot:
-        """s: the packed state of lib.lua's pack(), 0-based here: 26 integers, then 8 of input and
+        """s: the packed state of lib.lua's pack(), 0-based here: 28 integers, then 8 of input and
         output tokens for a model that limits them (0 for the others)."""
-        k = s[26:34] if len(s) > 26 else _NO_KINDS
+        k = s[28:36] if len(s) > 28 else _NO_KINDS
         return cls(
             seq=seq,
             now_ms=now_ms,
@@ -189,6 +191,7 @@ class Snapshot:
             own_waiting=s[22],
             paused_until_ms=s[23],
             external=(s[24], s[25]),
+            outside=(s[26], s[27]),
         )
 
     @classmethod

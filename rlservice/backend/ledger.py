@@ -103,6 +103,8 @@ class FeedbackPolicy:
     default_pause_ms: int = 1000
     # Per kind (KINDS): how far the provider's remaining may fall below the ledger's.
     tolerance: tuple[int, int, int, int] = (0, 1, 0, 0)
+    # How fast a rolling model learns an outside consumer's rate (feedback.lua); 0: it does not.
+    outside_rate_time_constant_ms: int = 20_000
 
 
 def _remaining(value: int | None) -> int | str:
@@ -151,7 +153,12 @@ class Ledger:
         self.channel = self._key + ":events"
         self.instance_id = instance_id
         self._stale = stale_after_ms
-        self._feedback = (feedback.max_pause_ms, feedback.default_pause_ms, *feedback.tolerance)
+        self._feedback = (
+            feedback.max_pause_ms,
+            feedback.default_pause_ms,
+            *feedback.tolerance,
+            feedback.outside_rate_time_constant_ms,
+        )
         self._source = self._script_text()
         self._sha = ""
         self._observe = observe

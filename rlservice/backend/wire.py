@@ -1,7 +1,7 @@
 """The ledger's replies and events.
 
 A script call replies flat: seq, now, a count K, then K pairs of model and packed state, then one text
-per operation, its fields one a line. States are 26 big-endian signed 64-bit integers, 34 for a model
+per operation, its fields one a line. States are 28 big-endian signed 64-bit integers, 36 for a model
 that limits input or output tokens apart (lib.lua: pack(); Snapshot.from_reply reads them), packed
 so that the script never formats a number. A closed lease is 25 lines: its id, then
 the closed record (lib.lua: close_lease); refunds and overage are derived here from the estimate and
@@ -18,8 +18,8 @@ from typing import Any
 from ..types import Outcome, Snapshot, Usage
 
 CLOSED_LINES = 25
-_STATE = struct.Struct(">26q")
-_KINDS_STATE = struct.Struct(">34q")
+_STATE = struct.Struct(">28q")
+_KINDS_STATE = struct.Struct(">36q")
 
 State = tuple[int, ...]
 

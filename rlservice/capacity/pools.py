@@ -58,9 +58,10 @@ class Pool:
     concurrent_room: int | None
     lending: bool
     # The provider's word, as the snapshot had it: a pause's end (Redis ms) and the minute window's
-    # external usage (tokens, requests).
+    # external usage (tokens, requests), and a rolling model's outside rate (tokens, requests a minute).
     paused_until_ms: int = 0
     external: tuple[int, int] = (0, 0)
+    outside: tuple[int, int] = (0, 0)
 
 
 def seed_pool(limit: int, settled: int, n: int) -> int:
@@ -132,4 +133,5 @@ def compute_pool(
         lending=lending,
         paused_until_ms=snap.paused_until_ms,
         external=snap.external,
+        outside=snap.outside,
     )

@@ -170,3 +170,42 @@ async def test_a_providers_remaining_below_the_buckets_leaves_a_reserve_of_the_t
         provider=pb.ProviderFeedback(remaining_tokens=level - ESTIMATE + tolerance),
     )
     assert reply.external_tokens == 0
+
+
+async def test_a_rolling_bucket_learns_an_outside_rate_and_gives_back_only_what_the_rate_took(
+    harness: Harness,
+) -> None:
+    port = harness.boot_instance(0, "rolling", NO_WAIT).port
+    tolerance, tau_ms = ESTIMATE, 20_000  # the defaults
+    bucket = harness.key(ROLLING, "w", ROLLING, "m", "r")
+    lease = await harness.acquire(port, "job", models=[ROLLING])
+    reply = await harness.release(
+        port,
+        lease.lease_id,
+        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
+        provider=pb.ProviderFeedback(remaining_tokens=TPM - ESTIMATE - 2000),
+    )
+    assert reply.external_tokens == 2000 + tolerance
+    # The charge is read as a rate: 12 000 tokens / 20 s (the first answer: no silence before it),
+    # 36 000 tokens a minute that the bucket no longer refills.
+    rate, since = (float(v or 0) for v in harness.redis().hmget(bucket, "vt", "va"))
+    assert rate == (2000 + tolerance) * 60_000 / tau_ms == 36_000
+    pools = (await harness.allocation(port)).allocation.pools
+    assert (pools[ROLLING].outside_tokens_per_minute, pools[FIXED].outside_tokens_per_minute) == (36_000, 0)
+    # Two seconds on, a provider with its bucket full is far above the ledger's level (by more
+    # than twice the tolerance): the bucket gets back what the rate took in the meantime (t), and
+    # the rate slows by as much over (20 s + t).
+    await eventually(lambda: _true(redis_now_s(harness) * 1000 >= since + 2000), what="two seconds of Redis time")
+    lease = await harness.acquire(port, "job", models=[ROLLING])
+    reply = await harness.release(
+        port,
+        lease.lease_id,
+        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
+        provider=pb.ProviderFeedback(remaining_tokens=TPM),
+    )
+    after_ms = redis_now_s(harness) * 1000
+    assert reply.external_tokens == 0
+    slower = float(harness.redis().hget(bucket, "vt") or 0)
+    least, most = 2000, after_ms - since
+    assert (rate * least // 60_000) * 60_000 / (tau_ms + most) <= rate - slower
+    assert rate - slower <= (rate * most / 60_000) * 60_000 / (tau_ms + least)

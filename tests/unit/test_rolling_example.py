@@ -77,13 +77,31 @@ def test_external_usage_and_the_tolerance_are_taken_from_the_bucket() -> None:
     assert reported(state(10, 70_000 - gap - tolerance, 40_000, 40_000)) == (30_000, 3)
 
 
+def learnt(snap: Snapshot) -> Snapshot:
+    """The state with the outside rate the charge at 10 s taught the bucket: 50 000 tokens x 60 s /
+    20 s would be 150 000 a minute, held at half the limit."""
+    return replace(snap, outside=(min(50_000 * 60_000 // 20_000, TPM // 2), 0))
+
+
 def test_an_empty_bucket_serves_each_waiter_when_it_has_refilled_enough() -> None:
     # A took two more: the bucket is empty, 60 000 open, A holds 20 000 of it and B 40 000.
     a = state(10, 0, 60_000, 20_000)
     assert reported(a) == (30_000, 3)
-    assert first_fit_ms(LIMITS, a, fits) == 15_000
+    # At 1 000 tokens a second, with the outside rate learnt.
+    assert learnt(a).outside == (60_000, 0)
+    assert first_fit_ms(LIMITS, learnt(a), fits) == 20_000
     b = state(10, 0, 60_000, 40_000)
+    assert first_fit_ms(LIMITS, learnt(b), fits) == 50_000
+    # Learning off (outside_rate_time_constant_ms: 0): 2 000 a second.
+    assert first_fit_ms(LIMITS, a, fits) == 15_000
     assert first_fit_ms(LIMITS, b, fits) == 30_000
+
+
+def test_an_outside_rate_slows_the_refill_and_the_time_to_full() -> None:
+    empty = learnt(state(0, 0, 0, 0))
+    assert level(refilled(LIMITS, empty, 30_000)) == 30_000
+    assert full_in_ms(LIMITS, empty) == 120_000
+    assert level(refilled(LIMITS, empty, 150_000)) == TPM
 
 
 def test_the_bucket_is_full_after_its_period_and_never_above_its_limit() -> None:

@@ -11,11 +11,11 @@ def test_snapshot_follows_the_ledger_state_layout() -> None:
     # {minute_window, day_window, n,
     #  minute: settled t/r, open t/r, own open t/r, own settled t/r, day: the same,
     #  inflight_total, own_inflight, waiters, own_waiting, paused until, minute external t/r,
-    #  for a model that limits them, minute input/output tokens: settled i/o, open i/o, own open
+    #  outside rate t/r, for a model that limits them, minute input/output tokens: settled i/o, open i/o, own open
     #  i/o, own settled i/o},
     # as pack() in lib.lua builds it.
     state = [100, 200, 3, 11, 12, 13, 14, 15, 16, 17, 18, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 2, 1, 9000, 41, 42]
-    state += [51, 52, 53, 54, 55, 56, 57, 58]
+    state += [43, 44, 51, 52, 53, 54, 55, 56, 57, 58]
     snap = Snapshot.from_reply(7, 1_000, state)
     assert (snap.seq, snap.now_ms) == (7, 1_000)
     assert (snap.minute_window, snap.day_window, snap.instances) == (100, 200, 3)
@@ -25,9 +25,9 @@ def test_snapshot_follows_the_ledger_state_layout() -> None:
     assert snap.own_settled == (17, 18, 27, 28, 57, 58)
     assert (snap.inflight_total, snap.own_inflight) == (31, 32)
     assert (snap.waiters, snap.own_waiting) == (2, 1)
-    assert (snap.paused_until_ms, snap.external) == (9000, (41, 42))
+    assert (snap.paused_until_ms, snap.external, snap.outside) == (9000, (41, 42), (43, 44))
     # Without the last 8, input and output tokens read 0.
-    plain = Snapshot.from_reply(7, 1_000, state[:26])
+    plain = Snapshot.from_reply(7, 1_000, state[:28])
     assert (plain.settled, plain.own_settled) == ((11, 12, 21, 22, 0, 0), (17, 18, 27, 28, 0, 0))
 
 
@@ -42,10 +42,10 @@ def test_empty_snapshot_is_one_idle_instance() -> None:
 
 def test_others_waiting_leaves_out_the_instance_itself() -> None:
     base = [0, 0, 2] + [0] * 18
-    assert not Snapshot.from_reply(1, 0, [*base, 1, 1, 0, 0, 0]).others_waiting
-    assert Snapshot.from_reply(1, 0, [*base, 1, 0, 0, 0, 0]).others_waiting
-    assert Snapshot.from_reply(1, 0, [*base, 2, 1, 0, 0, 0]).others_waiting
-    assert not Snapshot.from_reply(1, 0, [*base, 0, 0, 0, 0, 0]).others_waiting
+    assert not Snapshot.from_reply(1, 0, [*base, 1, 1, 0, 0, 0, 0, 0]).others_waiting
+    assert Snapshot.from_reply(1, 0, [*base, 1, 0, 0, 0, 0, 0, 0]).others_waiting
+    assert Snapshot.from_reply(1, 0, [*base, 2, 1, 0, 0, 0, 0, 0]).others_waiting
+    assert not Snapshot.from_reply(1, 0, [*base, 0, 0, 0, 0, 0, 0, 0]).others_waiting
 
 
 def test_which_windows_a_model_tracks() -> None:

@@ -9,9 +9,9 @@ from rlservice.backend.ledger import KINDS_AT, Ledger
 from rlservice.backend.wire import ClosedLease, parse_event, parse_reply
 from rlservice.types import Outcome, Usage
 
-STATE = struct.Struct(">26q")
+STATE = struct.Struct(">28q")
 # A model that limits input or output tokens apart: 8 integers more.
-KINDS_STATE = struct.Struct(">34q")
+KINDS_STATE = struct.Struct(">36q")
 
 
 def closed_lines(
@@ -83,22 +83,22 @@ def test_unknown_usage_settles_the_estimate() -> None:
 
 
 def test_a_call_reply_carries_states_then_one_text_per_operation() -> None:
-    raw = [9, 1234, 2, b"gpt", STATE.pack(*range(26)), b"claude", KINDS_STATE.pack(*range(34))]
+    raw = [9, 1234, 2, b"gpt", STATE.pack(*range(28)), b"claude", KINDS_STATE.pack(*range(36))]
     call = parse_reply([*raw, b"granted\n5000", b"denied"])
     assert call.replies == [["granted", "5000"], ["denied"]]
     snap = call.snapshots.get("gpt")
     assert snap is not None
     assert (snap.seq, snap.now_ms, snap.minute_window, snap.own_waiting) == (9, 1234, 0, 22)
-    assert (snap.paused_until_ms, snap.external) == (23, (24, 25))
+    assert (snap.paused_until_ms, snap.external, snap.outside) == (23, (24, 25), (26, 27))
     # A model without input and output limits has none of their integers: they read 0.
     assert (snap.settled[4:], snap.open[4:], snap.own_open[4:], snap.own_settled[4:]) == ((0, 0),) * 4
     kinds = call.snapshots.get("claude")
     assert kinds is not None
     assert (kinds.settled[4:], kinds.open[4:], kinds.own_open[4:], kinds.own_settled[4:]) == (
-        (26, 27),
         (28, 29),
         (30, 31),
         (32, 33),
+        (34, 35),
     )
     assert call.snapshots.get("other") is None
 
@@ -106,7 +106,7 @@ def test_a_call_reply_carries_states_then_one_text_per_operation() -> None:
 def test_an_event_keeps_its_packed_states_apart_from_its_lines() -> None:
     # Packed integers may hold line breaks (10 is "\n"): the states are read by their size, which
     # the line after each model's name gives (1: with input and output tokens).
-    plain, kinds = (10,) * 26, (10,) * 34
+    plain, kinds = (10,) * 28, (10,) * 36
     lines = ["change", "7", "B", "2", "claude", "1", "gpt", "0", "1", *closed_lines(1, (10, 0, 0, 1)), "1", "C"]
     body = ("\n".join(lines) + "\n").encode() + KINDS_STATE.pack(*kinds) + STATE.pack(*plain)
     event = parse_event(body)

@@ -22,7 +22,7 @@ local function pack_for(m, inst)
     if w then
       local v = inst == '' and {}
         or redis.call('HMGET', w.key, 'ot:' .. inst, 'or:' .. inst, 'st:' .. inst, 'sr:' .. inst)
-      view[kind] = {st = w.st, sr = w.sr, ot = w.ot, oq = w.oq, xt = w.xt, xr = w.xr, mot = tonumber(v[1]) or 0,
+      view[kind] = {st = w.st, sr = w.sr, ot = w.ot, oq = w.oq, xt = w.xt, xr = w.xr, vt = w.vt, vr = w.vr, mot = tonumber(v[1]) or 0,
                     moq = tonumber(v[2]) or 0, mst = tonumber(v[3]) or 0, msr = tonumber(v[4]) or 0}
       if w.kinds then w.kinds.view(view[kind], w, inst) end
     end

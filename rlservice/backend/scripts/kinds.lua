@@ -21,8 +21,8 @@ end
 local function read_bucket(w, lim_i, lim_o)
   local v = redis.call('HMGET', w.key, 'oi', 'oo', F_OI, F_OO, 'li', 'lo', 'at')
   w.lim_i, w.lim_o, w.oi, w.oo = lim_i, lim_o, tonumber(v[1]) or 0, tonumber(v[2]) or 0
-  w.si = lim_i - refill(lim_i, w.oi, v[5], v[7], MINUTE) - w.oi
-  w.so = lim_o - refill(lim_o, w.oo, v[6], v[7], MINUTE) - w.oo
+  w.si = lim_i - refill(lim_i, w.oi, v[5], v[7], MINUTE, 0) - w.oi
+  w.so = lim_o - refill(lim_o, w.oo, v[6], v[7], MINUTE, 0) - w.oo
   w.moi, w.moo, w.msi, w.mso = tonumber(v[3]) or 0, tonumber(v[4]) or 0, 0, 0
 end
 

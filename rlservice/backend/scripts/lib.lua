@@ -18,9 +18,9 @@ local MINUTE = 60000
 local DAY = 86400000
 -- A closed lease is kept this long (ms, as text) so that a repeated Release gets the first answer.
 local CLOSED_TTL = '3600000'
--- A model's state, 26 signed 64-bit integers (see pack()), 8 more for a model that limits input or
+-- A model's state, 28 signed 64-bit integers (see pack()), 8 more for a model that limits input or
 -- output tokens apart.
-local STATE = '>i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8'
+local STATE = '>i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8i8'
 local NOW, WM, WD
 do
   local t = redis.call('TIME')
@@ -75,7 +75,7 @@ local function window(name, kind, win, size)
           msr = tonumber(v[8]) or 0, xt = tonumber(v[9]) or 0, xr = tonumber(v[10]) or 0,
           at = not v[1] and not v[3] and (win + 2) * size, tot = false, mine = false}
 end
-local NO_WINDOW = {st = 0, sr = 0, ot = 0, oq = 0, mot = 0, moq = 0, mst = 0, msr = 0, xt = 0, xr = 0}
+local NO_WINDOW = {st = 0, sr = 0, ot = 0, oq = 0, mot = 0, moq = 0, mst = 0, msr = 0, xt = 0, xr = 0, vt = 0, vr = 0}
 
 -- A rolling model's bucket (SPEC §12) for one kind of limit (m: per minute, d: per day): a level
 -- per dimension, refilled continuously at limit / period on Redis time up to the limit, kept with
@@ -89,22 +89,27 @@ local NO_WINDOW = {st = 0, sr = 0, ot = 0, oq = 0, mot = 0, moq = 0, mst = 0, ms
 -- estimate has left the ledger's bucket at its grant but reaches the provider's only when the call
 -- arrives there, and a provider's bucket that is full meanwhile loses the refill that the ledger
 -- would count (docs/decisions.md, "A rolling bucket refills up to limit - open").
-local function refill(limit, open, level, at, period)
+-- A minute bucket refills slower by the rate an outside consumer of the key is estimated to use
+-- (vt, vr: tokens and requests a period, which feedback.lua learns; out here), so that the ledger
+-- foresees the usage the provider's next answers will show instead of only following it.
+local function refill(limit, open, level, at, period, out)
   if limit <= 0 then return 0 end
   if not level then return limit - open end
-  return math.min(limit - open, tonumber(level) + (NOW - tonumber(at)) * limit / period)
+  return math.min(limit - open, tonumber(level) + (NOW - tonumber(at)) * (limit - out) / period)
 end
 
 local function bucket(name, kind, lim_t, lim_r, period)
   local key = P .. ':w:' .. name .. ':' .. kind .. ':r'
-  local v = redis.call('HMGET', key, 'ot', 'or', F_OT, F_OR, 'lt', 'lr', 'at', 'xt', 'xr', 'xm')
+  local v = redis.call('HMGET', key, 'ot', 'or', F_OT, F_OR, 'lt', 'lr', 'at', 'xt', 'xr', 'xm', 'vt', 'vr', 'va')
   local ot, oq = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+  local vt, vr = tonumber(v[11]) or 0, tonumber(v[12]) or 0
   local minute = tonumber(v[10]) == WM
   return {key = key, rolling = true, lim_t = lim_t, lim_r = lim_r, win = 0, ot = ot, oq = oq,
-          st = lim_t - refill(lim_t, ot, v[5], v[7], period) - ot, sr = lim_r - refill(lim_r, oq, v[6], v[7], period) - oq,
+          st = lim_t - refill(lim_t, ot, v[5], v[7], period, vt) - ot,
+          sr = lim_r - refill(lim_r, oq, v[6], v[7], period, vr) - oq,
           mot = tonumber(v[3]) or 0, moq = tonumber(v[4]) or 0, mst = 0, msr = 0,
-          xt = minute and tonumber(v[8]) or 0, xr = minute and tonumber(v[9]) or 0, at = false, tot = false,
-          mine = false}
+          xt = minute and tonumber(v[8]) or 0, xr = minute and tonumber(v[9]) or 0, vt = vt, vr = vr,
+          va = tonumber(v[13]) or NOW, at = false, tot = false, mine = false}
 end
 
 -- A per-instance counter of another instance (a lease closed for its owner): changed at once, since
@@ -205,7 +210,8 @@ end
 --  12..19 day:    the same
 --  20 in flight in total, 21 own in flight, 22 instances with waiters, 23 own waiters (0/1)
 --  24 paused until (Redis ms, 0 when not paused), 25..26 minute: external tokens, requests
---  27..34 only for a model that limits input or output tokens apart (kinds.lua), the minute's input
+--  27..28 a rolling minute bucket's outside rate: tokens, requests a minute (feedback.lua), rounded up
+--  29..36 only for a model that limits input or output tokens apart (kinds.lua), the minute's input
 --         and output tokens: settled_i, settled_o, open_i, open_o, own_open_i, own_open_o,
 --         own_settled_i, own_settled_o
 -- A rolling bucket's settled usage is rounded up, so that the level reported is the whole tokens
@@ -215,7 +221,7 @@ local function pack(m)
   local ceil = math.ceil
   local s = struct.pack(STATE, m.roll and 0 or WM, m.roll and 0 or WD, live(), ceil(a.st), ceil(a.sr), a.ot, a.oq,
                         a.mot, a.moq, a.mst, a.msr, ceil(b.st), ceil(b.sr), b.ot, b.oq, b.mot, b.moq, b.mst, b.msr, m.fl,
-                        m.own, m.w, m.ow, m.pu > NOW and m.pu or 0, a.xt, a.xr)
+                        m.own, m.w, m.ow, m.pu > NOW and m.pu or 0, a.xt, a.xr, ceil(a.vt or 0), ceil(a.vr or 0))
   if a.kinds then return s .. a.kinds.pack(a) end
   return s
 end
@@ -418,8 +424,8 @@ local function publish(origin, kind, q, owner, names, packed, closed, gone)
   local out = {origin, kind, q, owner or '-', #names}
   for i, v in ipairs(names) do
     out[#out + 1] = v
-    -- Longer than 26 integers (208 bytes): with input and output tokens.
-    out[#out + 1] = #packed[i] > 208 and '1' or '0'
+    -- Longer than 28 integers (224 bytes): with input and output tokens.
+    out[#out + 1] = #packed[i] > 224 and '1' or '0'
   end
   out[#out + 1] = #closed
   for _, c in ipairs(closed) do out[#out + 1] = c end
