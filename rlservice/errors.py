@@ -25,6 +25,10 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class ModelUnavailable(Unavailable):
+    """One model's ledger is unreachable while the others' may answer (a cluster's shard down)."""
+
+
 class DeadlineExceeded(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 

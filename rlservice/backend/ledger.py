@@ -137,6 +137,8 @@ class Ledger:
 
     MAX_CALLS = 1
     MAX_BATCH = 64
+    # One Redis: when it fails, every model does.
+    models_fail_apart = False
 
     def __init__(
         self,

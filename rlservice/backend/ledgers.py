@@ -37,6 +37,9 @@ class LedgerApi(Protocol):
     @property
     def instance_id(self) -> str: ...
 
+    # Whether one model's ledger can be unreachable while the others answer (a cluster's shards).
+    models_fail_apart: bool
+
     def lease_suffix(self, model: str) -> str: ...
 
     def unreachable(self) -> list[str]:
@@ -81,6 +84,8 @@ def cluster_prefix(prefix: str, model: str) -> str:
 class ModelLedgers:
     """A ledger per model (Redis Cluster): routes each model's calls to its own ledger and fans
     membership out to all of them."""
+
+    models_fail_apart = True
 
     def __init__(self, ledgers: dict[str, Ledger]) -> None:
         self._ledgers = ledgers

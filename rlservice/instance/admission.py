@@ -13,7 +13,7 @@ from ..capacity.leases import Lease
 from ..capacity.state import JobType, ModelState, Reservation
 from ..capacity.waiting import QueueFull, Waiter, WaitPlaces
 from ..capacity.windows import default_wait_ms
-from ..errors import DeadlineExceeded, Exhausted, Unavailable
+from ..errors import DeadlineExceeded, Exhausted, ModelUnavailable, Unavailable
 from ..results import Grant
 from ..types import Outcome, Usage
 from .lifecycle import LeaseLifecycle
@@ -100,6 +100,8 @@ class Admission:
         started = loop.time()
         deadline = None if time_left_s is None else started + time_left_s
         tried: list[str] = []
+        down: list[str] = []
+        reason = ""
         queued = False
         for name in models:
             tried.append(name)
@@ -110,7 +112,13 @@ class Admission:
             capped = deadline is not None and deadline <= until
             if capped and deadline is not None:
                 until = deadline
-            got, waited = await self._on_model(self._local.models[name], jt, job_id, ttl_ms, until, len(tried) == 1)
+            try:
+                got, waited = await self._on_model(self._local.models[name], jt, job_id, ttl_ms, until, len(tried) == 1)
+            except ModelUnavailable as e:
+                # A shard down fails its models only: the next model may be on one that answers.
+                down.append(name)
+                reason = str(e)
+                continue
             queued = queued or waited
             if isinstance(got, OpenLease):
                 return Grant(
@@ -130,6 +138,16 @@ class Admission:
                 return grant_of(got, self._local.instance_id)
             if capped:
                 raise DeadlineExceeded(f"the deadline ended the wait for capacity after trying {', '.join(tried)}")
+        if down:
+            # Those models might have had capacity: worth a retry, unlike an exhaustion.
+            if len(down) == len(tried):
+                raise ModelUnavailable(
+                    reason if len(down) == 1 else f"the Redis shards of {', '.join(down)} are unreachable: {reason}"
+                )
+            raise ModelUnavailable(
+                f"no capacity for job type {jt.name!r}: {', '.join(m for m in tried if m not in down)} had none "
+                f"within its wait, and the Redis shard of {', '.join(down)} is unreachable; retry"
+            )
         raise Exhausted(
             f"all models exhausted for job type {jt.name!r}: tried {', '.join(tried)} "
             "and none had capacity within its wait"
@@ -221,6 +239,8 @@ class Admission:
                 "this instance had been declared stale by the ledger and is registering again; retry"
             ) from None
         except LedgerUnavailable as e:
+            if self._ledger.models_fail_apart:
+                raise ModelUnavailable(f"the Redis shard of model {model.name!r} is unreachable: {e}") from None
             raise Unavailable(f"Redis is unreachable, no capacity can be granted: {e}") from None
         self._local.clock.sync(reply.snapshot.now_ms)
         return reply

@@ -1,6 +1,7 @@
 """A master of the Redis Cluster killed: the models on its shard answer UNAVAILABLE and health says
-which, the other models keep granting the whole time, and once its replica is promoted everything
-serves again, with no restart of the instance."""
+which, an Acquire that may escalate goes on to the next model, the other models keep granting the
+whole time, and once its replica is promoted everything serves again, with no restart of the
+instance."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2
 
 from rllocal.redis_cluster import LocalCluster, NodeSettings
@@ -70,6 +72,15 @@ async def test_a_killed_master_stops_its_models_only_until_its_replica_takes_ove
             return await grants(h, port, down) is grpc.StatusCode.UNAVAILABLE
 
         await eventually(refused, timeout=10, what="the killed shard's model to answer UNAVAILABLE")
+        # An Acquire that may escalate goes on past the shard that is down to a model on one that
+        # answers; one that may not says which shard failed.
+        lease = await h.acquire(port, "work", models=[down, up], timeout=10)
+        assert (lease.model_id, list(lease.models_tried)) == (up, [down, up])
+        await h.release(port, lease.lease_id)
+        with pytest.raises(grpc.aio.AioRpcError) as alone:
+            await h.acquire(port, "work", models=[down], timeout=10)
+        assert alone.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert f"the Redis shard of model {down!r} is unreachable" in (alone.value.details() or "")
         await eventually(lambda: model_health_is(port, down, NOT_SERVING), timeout=10, what="health to name it")
         assert await model_health_is(port, up, SERVING)
         assert await health(port, SERVICE) == SERVING, "the instance serves the other shards' models"
