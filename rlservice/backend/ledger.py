@@ -40,6 +40,10 @@ class LedgerUnavailable(Exception):
     """Redis cannot be reached or failed; callers fail closed."""
 
 
+class ModelLedgerUnavailable(LedgerUnavailable):
+    """One model's ledger cannot be reached while the others' may answer (a cluster's shard down)."""
+
+
 class NotRegistered(Exception):
     """The ledger no longer knows this instance (it was found stale); it must register again."""
 
@@ -137,8 +141,6 @@ class Ledger:
 
     MAX_CALLS = 1
     MAX_BATCH = 64
-    # One Redis: when it fails, every model does.
-    models_fail_apart = False
 
     def __init__(
         self,

@@ -25,7 +25,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..types import ModelLimits, Outcome, ProviderFeedback, Snapshot, Usage
-from .ledger import AcquireCall, AcquireReply, FeedbackPolicy, Ledger, LedgerUnavailable, ReleaseReply
+from .ledger import (
+    AcquireCall,
+    AcquireReply,
+    FeedbackPolicy,
+    Ledger,
+    LedgerUnavailable,
+    ModelLedgerUnavailable,
+    ReleaseReply,
+)
 
 # A lease id's model tag follows its token after this (tokens are URL-safe base64: no dot).
 _TAG_SEP = "."
@@ -36,9 +44,6 @@ class LedgerApi(Protocol):
 
     @property
     def instance_id(self) -> str: ...
-
-    # Whether one model's ledger can be unreachable while the others answer (a cluster's shards).
-    models_fail_apart: bool
 
     def lease_suffix(self, model: str) -> str: ...
 
@@ -84,8 +89,6 @@ def cluster_prefix(prefix: str, model: str) -> str:
 class ModelLedgers:
     """A ledger per model (Redis Cluster): routes each model's calls to its own ledger and fans
     membership out to all of them."""
-
-    models_fail_apart = True
 
     def __init__(self, ledgers: dict[str, Ledger]) -> None:
         self._ledgers = ledgers
@@ -175,7 +178,11 @@ class ModelLedgers:
         return await self._ledgers[model].set_waiting(model, waiting)
 
     async def acquire(self, request: AcquireCall) -> AcquireReply:
-        return await self._ledgers[request.model].acquire(request)
+        try:
+            return await self._ledgers[request.model].acquire(request)
+        except LedgerUnavailable as e:
+            # Only this model's shard is known to have failed.
+            raise ModelLedgerUnavailable(str(e)) from e
 
     async def release(
         self, lease_id: str, outcome: Outcome, usage: Usage, provider: ProviderFeedback | None = None

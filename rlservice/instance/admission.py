@@ -7,7 +7,14 @@ import asyncio
 import logging
 import secrets
 
-from ..backend.ledger import AcquireCall, AcquireReply, LedgerUnavailable, NotRegistered, OpenLease
+from ..backend.ledger import (
+    AcquireCall,
+    AcquireReply,
+    LedgerUnavailable,
+    ModelLedgerUnavailable,
+    NotRegistered,
+    OpenLease,
+)
 from ..backend.ledgers import LedgerApi
 from ..capacity.leases import Lease
 from ..capacity.state import JobType, ModelState, Reservation
@@ -238,9 +245,9 @@ class Admission:
             raise Unavailable(
                 "this instance had been declared stale by the ledger and is registering again; retry"
             ) from None
+        except ModelLedgerUnavailable as e:
+            raise ModelUnavailable(f"the Redis shard of model {model.name!r} is unreachable: {e}") from None
         except LedgerUnavailable as e:
-            if self._ledger.models_fail_apart:
-                raise ModelUnavailable(f"the Redis shard of model {model.name!r} is unreachable: {e}") from None
             raise Unavailable(f"Redis is unreachable, no capacity can be granted: {e}") from None
         self._local.clock.sync(reply.snapshot.now_ms)
         return reply

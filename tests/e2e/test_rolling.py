@@ -145,31 +145,31 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def job_told(harness: Harness, port: int, remaining_tokens: int) -> pb.ReleaseResponse:
+    """One job on the rolling model, released at its whole estimate with what the provider said
+    remains of the key's tokens."""
+    lease = await harness.acquire(port, "job", models=[ROLLING])
+    return await harness.release(
+        port,
+        lease.lease_id,
+        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
+        provider=pb.ProviderFeedback(remaining_tokens=remaining_tokens),
+    )
+
+
 async def test_a_providers_remaining_below_the_buckets_leaves_a_reserve_of_the_tolerance(harness: Harness) -> None:
     port = harness.boot_instance(0, "rolling", NO_WAIT).port
     tolerance = ESTIMATE  # the default: the largest estimate
     # While the job is open the bucket cannot refill past limit - open, so at its release the ledger
     # holds exactly TPM - ESTIMATE, whenever the release comes.
-    lease = await harness.acquire(port, "job", models=[ROLLING])
-    reply = await harness.release(
-        port,
-        lease.lease_id,
-        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
-        provider=pb.ProviderFeedback(remaining_tokens=TPM - ESTIMATE - 2000),
-    )
+    reply = await job_told(harness, port, TPM - ESTIMATE - 2000)
     # A gap within the tolerance is charged on a rolling bucket, with the tolerance on top of it:
     # the ledger goes that far below the provider's level.
     assert reply.external_tokens == 2000 + tolerance
     level = TPM - ESTIMATE - 2000 - tolerance
     # The provider saw this job too, and its level stays the tolerance above the ledger's (which has
     # refilled by less than that within 5 s): nothing more is charged.
-    lease = await harness.acquire(port, "job", models=[ROLLING])
-    reply = await harness.release(
-        port,
-        lease.lease_id,
-        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
-        provider=pb.ProviderFeedback(remaining_tokens=level - ESTIMATE + tolerance),
-    )
+    reply = await job_told(harness, port, level - ESTIMATE + tolerance)
     assert reply.external_tokens == 0
 
 
@@ -179,13 +179,7 @@ async def test_a_rolling_bucket_learns_an_outside_rate_and_gives_back_only_what_
     port = harness.boot_instance(0, "rolling", NO_WAIT).port
     tolerance, tau_ms = ESTIMATE, 20_000  # the defaults
     bucket = harness.key(ROLLING, "w", ROLLING, "m", "r")
-    lease = await harness.acquire(port, "job", models=[ROLLING])
-    reply = await harness.release(
-        port,
-        lease.lease_id,
-        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
-        provider=pb.ProviderFeedback(remaining_tokens=TPM - ESTIMATE - 2000),
-    )
+    reply = await job_told(harness, port, TPM - ESTIMATE - 2000)
     assert reply.external_tokens == 2000 + tolerance
     # The charge is read as a rate: 12 000 tokens / 20 s (the first answer: no silence before it),
     # 36 000 tokens a minute that the bucket no longer refills.
@@ -197,13 +191,7 @@ async def test_a_rolling_bucket_learns_an_outside_rate_and_gives_back_only_what_
     # than twice the tolerance): the bucket gets back what the rate took in the meantime (t), and
     # the rate slows by as much over (20 s + t).
     await eventually(lambda: _true(redis_now_s(harness) * 1000 >= since + 2000), what="two seconds of Redis time")
-    lease = await harness.acquire(port, "job", models=[ROLLING])
-    reply = await harness.release(
-        port,
-        lease.lease_id,
-        actual=pb.Usage(request_count=1, input_tokens=ESTIMATE),
-        provider=pb.ProviderFeedback(remaining_tokens=TPM),
-    )
+    reply = await job_told(harness, port, TPM)
     after_ms = redis_now_s(harness) * 1000
     assert reply.external_tokens == 0
     slower = float(harness.redis().hget(bucket, "vt") or 0)
