@@ -210,7 +210,7 @@ async def count_steps(redis: Redis, steps: list[int]) -> None:
             if message is not None and message["data"].split(b"\n", 2)[1] in (b"reap", b"gone"):
                 steps[0] += 1
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 # ----- the run -----------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 JSON lines carry `time`, `level`, `logger`, `message` and, where they apply, `lease_id`, `job_id`
 and `model`. Those come from the record (`log.info(..., extra={"lease_id": ...})`) or, failing that,
-from the call being served: `CallFields` puts the request's ids in a context variable, which the
-tasks a call starts inherit.
+from the call being served: a handler wrapped by `with_call_fields` puts the request's ids in a
+context variable, which the tasks a call starts inherit.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Final, cast
 
 import grpc
 
-from .interceptors import Context, Continuation, Handler, Interceptor
+from .interceptors import Context, Handler
 
 FORMATS: Final = ("text", "json")
 FIELDS: Final = ("lease_id", "job_id", "model")
@@ -73,15 +73,12 @@ def _with_fields(behaviour: Behaviour) -> Behaviour:
     return serve
 
 
-class CallFields(Interceptor):
-    """Puts a unary call's request ids (job_id, lease_id, model) on every line logged while serving it."""
-
-    async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Handler:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _with_fields(cast(Behaviour, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+def with_call_fields(handler: Handler) -> Handler:
+    """`handler`, if unary, putting its request's ids (job_id, lease_id, model) on the lines logged while serving it."""
+    if handler.unary_unary is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        _with_fields(cast(Behaviour, handler.unary_unary)),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -14,9 +15,9 @@ import grpc.aio
 
 from .auth import BearerAuth, Tokens
 from .errors import SetupError
-from .interceptors import Interceptor
-from .logs import FORMATS, CallFields
-from .parsing import ParseErrors
+from .interceptors import Handler, Interceptor
+from .logs import FORMATS, with_call_fields
+from .parsing import parsing
 from .tls import server_credentials
 
 
@@ -71,16 +72,22 @@ class ServerSetup:
         return cls(credentials, tokens, decoded_requests and args.log_format == "json", decoded_requests)
 
     def interceptors(self, service: str) -> list[Interceptor]:
-        """Authentication first, so that a refused call costs no more than the check."""
-        chain: list[Interceptor] = []
-        if self.tokens is not None:
-            chain.append(BearerAuth(self.tokens, service))
-        # Parsing wraps what follows: the handlers after it get decoded requests.
-        if self.parse_errors:
-            chain.append(ParseErrors(service))
-        if self.call_fields:
-            chain.append(CallFields())
-        return chain
+        """Only what needs a call's metadata, authentication: an interceptor runs on every call, so
+        what a handler can be wrapped in once is done by `handlers` instead."""
+        return [BearerAuth(self.tokens, service)] if self.tokens is not None else []
+
+    def handlers(self, method_handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+        """A service's handlers, by method name, wrapped once for registration: unary-request handlers
+        that decode their requests refuse bytes that do not parse, and with JSON logs put the
+        request's ids on the lines logged while serving it."""
+        wrapped: dict[str, Handler] = {}
+        for method, handler in method_handlers.items():
+            if self.call_fields:
+                handler = with_call_fields(handler)
+            if self.parse_errors and handler.request_deserializer is not None and not handler.request_streaming:
+                handler = parsing(handler, method)
+            wrapped[method] = handler
+        return wrapped
 
     def bind(self, server: grpc.aio.Server, address: str) -> int:
         """The bound port: TLS only when credentials are set, plaintext otherwise; 0 when it failed."""

@@ -10,8 +10,10 @@ from typing import Any, Final, Literal, NoReturn, Protocol, cast, get_args
 import grpc
 from grpc.aio import ServicerContext
 
+from rlcommon.interceptors import Handler
 from rlcommon.latest import follow
 from rlcommon.scopes import CALLER
+from rlcommon.server import ServerSetup
 from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS, WRITES_PER_S, StreamCap
 from rlcommon.write_budget import WriteBudget
 from rlproto import ratelimit_pb2 as pb
@@ -350,16 +352,29 @@ class _MethodRegistry(Protocol):
     def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None: ...
 
 
-def add_to_server(servicer: RateLimiterServicer, server: grpc.aio.Server) -> None:
-    """The generated registration, with WatchAllocation taking the bytes it writes as they are: a
-    registered method's handler replaces the generated one, and takes precedence over the generic
-    handlers."""
-    pb_grpc.add_RateLimiterServicer_to_server(servicer, server)
-    cast(_MethodRegistry, server).add_registered_method_handlers(
-        SERVICE,
-        {
-            "WatchAllocation": grpc.unary_stream_rpc_method_handler(
-                servicer.WatchAllocation, request_deserializer=pb.WatchAllocationRequest.FromString
-            )
-        },
+class _Generated:
+    """Stands for a server while the generated code registers the servicer, to keep its handlers;
+    the generated code calls these two methods only."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """They hold the same handlers as the registered ones, kept from there."""
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Handler]) -> None:
+        self.handlers = method_handlers
+
+
+def add_to_server(servicer: RateLimiterServicer, server: grpc.aio.Server, setup: ServerSetup) -> None:
+    """The generated handlers, wrapped by `setup` once here rather than by an interceptor on every
+    call, with WatchAllocation taking the bytes it writes as they are."""
+    generated = _Generated()
+    pb_grpc.add_RateLimiterServicer_to_server(servicer, cast(grpc.aio.Server, generated))
+    generated.handlers["WatchAllocation"] = grpc.unary_stream_rpc_method_handler(
+        servicer.WatchAllocation, request_deserializer=pb.WatchAllocationRequest.FromString
     )
+    handlers = setup.handlers(generated.handlers)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    # A registered method's handler is found without asking the generic handlers.
+    cast(_MethodRegistry, server).add_registered_method_handlers(SERVICE, handlers)

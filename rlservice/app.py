@@ -121,7 +121,7 @@ class Instance:
             for channel in self._backend.channels
         ]
         self._servicer = RateLimiterServicer(self.limiter, metrics, opts.max_watch_streams)
-        add_to_server(self._servicer, self._server)
+        add_to_server(self._servicer, self._server, opts.setup)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (
