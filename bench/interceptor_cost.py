@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import grpc
 import grpc.aio
 import uvloop
 from google.protobuf import empty_pb2
+from service_bench import cpu_seconds
 
 from rllocal.processes import free_port
 
@@ -76,12 +76,6 @@ async def load(port: int, calls: int, concurrency: int) -> int:
         return each * concurrency
 
 
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(intercepted: bool, calls: int, concurrency: int) -> tuple[float, float]:
     """Server CPU µs per RPC and RPC/s of one loaded run."""
     port = free_port()
@@ -95,9 +89,9 @@ def measure(intercepted: bool, calls: int, concurrency: int) -> tuple[float, flo
         if server.stdout.readline().strip() != "ready":
             raise RuntimeError("the bench server did not start")
         uvloop.run(load(port, WARMUP_CALLS, concurrency))
-        cpu_before, started = cpu_s(server.pid), time.monotonic()
+        cpu_before, started = cpu_seconds(server.pid), time.monotonic()
         done = uvloop.run(load(port, calls, concurrency))
-        cpu_after, seconds = cpu_s(server.pid), time.monotonic() - started
+        cpu_after, seconds = cpu_seconds(server.pid), time.monotonic() - started
     finally:
         server.kill()
         server.wait()

@@ -35,6 +35,7 @@ import grpc.aio
 import uvloop
 import yaml
 from pairs import JOB_TYPE, MODEL, Samples, drive, percentile_ms
+from service_bench import cpu_seconds
 
 from rlcommon.watch_cap import DEFAULT_MAX_WATCH_STREAMS
 from rllocal.processes import RedisServer, spawn_module, stop_process, wait_serving
@@ -152,11 +153,6 @@ class Level:
     samples: Samples = field(default_factory=Samples)
     messages: int = 0
     cpu_seconds: float = 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ask(conn: Connection, command: str, arg: int = 0) -> Report:
